@@ -1,0 +1,1 @@
+# Tests, run by ctest. Each one is a real check with a result that can fail.
