@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
   const char *file = NULL, *outdir = NULL;
   int check = 0, dump = 0, max_errors = 50;
   FrontendOptions opt = {0};
-  const char **dirs = calloc((size_t)argc + 1, sizeof(char *));
+  const char *dirs[argc + 1];
   int ndirs = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -99,6 +99,7 @@ int main(int argc, char **argv) {
       file = a;
   }
   if (!file) return usage_error("%s", "no input file");
+  dirs[ndirs] = NULL;
   opt.import_dirs = dirs;
 
   Arena arena = {0};
@@ -124,6 +125,5 @@ int main(int argc, char **argv) {
     status = 2;
   }
   arena_free(&arena);
-  free(dirs);
   return status;
 }

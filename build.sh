@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# build.sh — the two commands of the README.
+#
+#   ./build.sh demo   install what is missing, build pipec, compile the models
+#                     and show what pipec makes of the tiny GPT-2
+#   ./build.sh test   install what is missing, then build and pass the whole
+#                     test suite: a -Werror build, an ASan+UBSan build, and
+#                     the front-end fuzzer (clang's libFuzzer) for a bounded time
+#
+# Environment: JOBS (parallel build jobs, default: all cores),
+#              PIPEC_FUZZ_SECONDS (fuzzing time, default 60).
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+
+# Debian packages the build and the tests need.
+packages=(cmake ninja-build gcc clang libclang-rt-14-dev flex bison)
+
+install_missing() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "build.sh: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+jobs=${JOBS:-$(nproc)}
+
+configure_build() { # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S "$here" -B "$dir" -G Ninja "$@" >/dev/null
+  ninja -C "$dir" -j "$jobs" >/dev/null || ninja -C "$dir" -j 1
+}
+
+case "${1:-}" in
+  demo)
+    install_missing
+    configure_build build
+    echo "== pipec $(build/pipec --version | cut -d' ' -f2): checking every model"
+    for f in models/*.pipe models/examples/*.pipe; do build/pipec --check "$f"; done
+    echo
+    echo "== the tiny GPT-2, as pipec sees it (pipec --dump-model models/gpt2-tiny.pipe)"
+    build/pipec --dump-model models/gpt2-tiny.pipe
+    ;;
+  test)
+    install_missing
+    echo "== build (warnings are errors) and tests"
+    configure_build build -DPIPEC_WERROR=ON
+    (cd build && ctest --output-on-failure -j "$jobs")
+    echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
+    configure_build build-asan -DPIPEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs")
+    echo "== front-end fuzzing (libFuzzer + ASan + UBSan)"
+    CC=clang configure_build build-fuzz -DPIPEC_FUZZ=ON -DPIPEC_SANITIZE=ON
+    (cd build-fuzz && ctest --output-on-failure -R fuzz)
+    ;;
+  *)
+    echo "usage: ./build.sh demo | test" >&2
+    exit 2
+    ;;
+esac
