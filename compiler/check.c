@@ -102,7 +102,7 @@ static int bind_call(Sema *S, const Value *call, const char *what, const char *c
         if (k) strncat(list, ", ", sizeof list - strlen(list) - 1);
         strncat(list, names[k], sizeof list - strlen(list) - 1);
       }
-      Loc kl = call->items[i]->loc;
+      Loc kl = call->key_locs ? call->key_locs[i] : call->items[i]->loc;
       if (dym)
         diag_error(S->D, kl, "%s has no parameter '%s'; did you mean '%s'?", what, key, dym);
       else
@@ -111,7 +111,7 @@ static int bind_call(Sema *S, const Value *call, const char *what, const char *c
       continue;
     }
     if (out[j]) {
-      diag_error(S->D, call->items[i]->loc, "%s: parameter '%s' is given twice", what, key);
+      diag_error(S->D, call->key_locs ? call->key_locs[i] : call->items[i]->loc, "%s: parameter '%s' is given twice", what, key);
       ok = 0;
       continue;
     }
@@ -124,9 +124,9 @@ static void missing_arg(Sema *S, const Value *call, const char *what, const char
   diag_error(S->D, call->loc, "%s is missing its argument '%s'", what, param);
 }
 
-static Module *instantiate(Sema *S, const char *local, const char *path, const Value *call, Loc decl, const char *group, int gi);
+static Module *instantiate(Sema *S, const char *local, const char *path, const Value *call, Loc decl, const char *group, int gi, Scope *sc);
 
-static void build_prim(Sema *S, Module *m, const PrimSpec *ps, const Value *call) {
+static void build_prim(Sema *S, Module *m, const PrimSpec *ps, const Value *call, Scope *sc) {
   Value *a[8];
   int np = 0;
   while (np < 7 && ps->params[np]) np++;
@@ -142,13 +142,13 @@ static void build_prim(Sema *S, Module *m, const PrimSpec *ps, const Value *call
   m->bias = 1;
   switch (ps->kind) {
   case PRIM_EMBEDDING:
-    want_int(S, a[0], "embedding size", 1, BIG, &m->num, NULL);
-    want_int(S, a[1], "embedding width", 1, BIG, &m->dim, NULL);
+    want_int(S, a[0], "embedding size", 1, BIG, &m->num, sc);
+    want_int(S, a[1], "embedding width", 1, BIG, &m->dim, sc);
     m->nparams = m->num * m->dim;
     break;
   case PRIM_LINEAR:
-    want_int(S, a[0], "linear input width", 1, BIG, &m->in, NULL);
-    want_int(S, a[1], "linear output width", 1, BIG, &m->out, NULL);
+    want_int(S, a[0], "linear input width", 1, BIG, &m->in, sc);
+    want_int(S, a[1], "linear output width", 1, BIG, &m->out, sc);
     if (a[2]) want_bool(S, a[2], "bias", &m->bias);
     if (a[3]) {
       if (a[3]->kind != V_SYM) diag_error(S->D, a[3]->loc, "tie must name a module declared beside this one, as in tie = wte");
@@ -158,22 +158,22 @@ static void build_prim(Sema *S, Module *m, const PrimSpec *ps, const Value *call
     break;
   case PRIM_LAYERNORM:
   case PRIM_RMSNORM:
-    want_int(S, a[0], "normalized width", 1, BIG, &m->dim, NULL);
+    want_int(S, a[0], "normalized width", 1, BIG, &m->dim, sc);
     m->eps = ps->kind == PRIM_LAYERNORM ? 1e-5 : 1e-6;
-    if (a[1]) want_float(S, a[1], "eps", 0, 1, 1, &m->eps, NULL);
+    if (a[1]) want_float(S, a[1], "eps", 0, 1, 1, &m->eps, sc);
     if (ps->kind == PRIM_LAYERNORM && a[2]) want_bool(S, a[2], "bias", &m->bias);
     if (ps->kind == PRIM_RMSNORM) m->bias = 0;
     m->nparams = m->dim * (m->bias ? 2 : 1);
     break;
   case PRIM_ATTENTION: {
-    int ok = want_int(S, a[0], "attention width", 1, BIG, &m->dim, NULL);
-    ok &= want_int(S, a[1], "attention heads", 1, BIG, &m->heads, NULL);
+    int ok = want_int(S, a[0], "attention width", 1, BIG, &m->dim, sc);
+    ok &= want_int(S, a[1], "attention heads", 1, BIG, &m->heads, sc);
     m->causal = 1;
     if (a[2]) want_bool(S, a[2], "causal", &m->causal);
     if (a[3]) want_bool(S, a[3], "bias", &m->bias);
-    if (a[4]) want_float(S, a[4], "dropout", 0, 0.999999, 0, &m->p, NULL);
+    if (a[4]) want_float(S, a[4], "dropout", 0, 0.999999, 0, &m->p, sc);
     m->kv_heads = m->heads;
-    if (a[5]) ok &= want_int(S, a[5], "kv_heads", 1, BIG, &m->kv_heads, NULL);
+    if (a[5]) ok &= want_int(S, a[5], "kv_heads", 1, BIG, &m->kv_heads, sc);
     if (!ok) break;
     if (m->dim % m->heads) {
       diag_error(S->D, a[1]->loc, "attention width %lld does not divide into %lld heads; choose heads that divide the width",
@@ -190,15 +190,15 @@ static void build_prim(Sema *S, Module *m, const PrimSpec *ps, const Value *call
   }
   case PRIM_DROPOUT:
     m->p = 0.1;
-    if (a[0]) want_float(S, a[0], "dropout probability", 0, 0.999999, 0, &m->p, NULL);
+    if (a[0]) want_float(S, a[0], "dropout probability", 0, 0.999999, 0, &m->p, sc);
     break;
   case PRIM_ACTIVATION:
     m->act = ps->name;
     break;
   case PRIM_CROSS_ENTROPY: {
     int64_t ii = -1;
-    if (a[0]) want_int(S, a[0], "ignore_index", -1, INT64_MAX, &ii, NULL);
-    if (a[1]) want_float(S, a[1], "label_smoothing", 0, 1, 0, &m->p, NULL);
+    if (a[0]) want_int(S, a[0], "ignore_index", -1, INT64_MAX, &ii, sc);
+    if (a[1]) want_float(S, a[1], "label_smoothing", 0, 1, 0, &m->p, sc);
     m->num = ii;
     break;
   }
@@ -528,7 +528,7 @@ static const Entry *process_body(Sema *S, const Entry *body, Scope *sc, PtrVec *
       for (int64_t i = 0; i < count && S->budget > 0; i++) {
         const char *local = arena_printf(S->A, "%s.%lld", e->name, (long long)i);
         const char *path = prefix ? arena_printf(S->A, "%s.%s", prefix, local) : local;
-        Module *m = instantiate(S, local, path, call, e->name_loc, e->name, (int)i);
+        Module *m = instantiate(S, local, path, call, e->name_loc, e->name, (int)i, sc);
         if (!m) break;
         ptrvec_push(S->A, out, m);
         ptrvec_push(S->A, groups, (void *)e->name);
@@ -537,7 +537,7 @@ static const Entry *process_body(Sema *S, const Entry *body, Scope *sc, PtrVec *
       Value *call = sema_eval(S, e->value, sc);
       if (!call) continue;
       const char *path = prefix ? arena_printf(S->A, "%s.%s", prefix, e->name) : e->name;
-      Module *m = instantiate(S, e->name, path, call, e->name_loc, NULL, 0);
+      Module *m = instantiate(S, e->name, path, call, e->name_loc, NULL, 0, sc);
       if (m) {
         ptrvec_push(S->A, out, m);
         ptrvec_push(S->A, groups, NULL);
@@ -569,6 +569,7 @@ static void resolve_ties(Sema *S, Module **kids, int n) {
       continue;
     }
     int64_t r = t->prim == PRIM_EMBEDDING ? t->num : t->out, c = t->prim == PRIM_EMBEDDING ? t->dim : t->in;
+    if (!r || !c || !m->out || !m->in) continue; /* a size already reported as wrong */
     if (m->out != r || m->in != c) {
       diag_error(S->D, m->tie_loc,
                  "cannot tie '%s' to '%s': its weight is %lld x %lld (out x in) but '%s' is %lld x %lld; the shapes must match",
@@ -579,7 +580,7 @@ static void resolve_ties(Sema *S, Module **kids, int n) {
   }
 }
 
-static Module *instantiate(Sema *S, const char *local, const char *path, const Value *call, Loc decl, const char *group, int gi) {
+static Module *instantiate(Sema *S, const char *local, const char *path, const Value *call, Loc decl, const char *group, int gi, Scope *outer) {
   if (call->kind != V_CALL) {
     diag_error(S->D, call->loc, "expected a module such as linear(...) or a block, not %s", value_kind_name(call));
     return NULL;
@@ -592,7 +593,7 @@ static Module *instantiate(Sema *S, const char *local, const char *path, const V
   m->name = local, m->path = path, m->kind = call->s, m->loc = decl, m->group = group, m->group_index = gi;
   const PrimSpec *ps = find_prim(call->s);
   if (ps) {
-    build_prim(S, m, ps, call);
+    build_prim(S, m, ps, call, outer);
     return m;
   }
   const BlockDef *bd = sema_find_block(S, call->s);

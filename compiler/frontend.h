@@ -33,6 +33,7 @@ typedef struct Value {
   int slen;           /* V_STR length */
   struct Value **items; /* V_LIST, V_TUPLE, V_CALL (args), V_EVERY {what, every}, V_RANGE {from, to} */
   const char **keys;  /* V_CALL: keyword of each arg, NULL for positional */
+  Loc *key_locs;      /* V_CALL: where each keyword is written */
   int n;
 } Value;
 

@@ -208,10 +208,11 @@ static Value *binop(Sema *S, const Node *n, Value *a, Value *b, Scope *sc) {
   return NULL;
 }
 
-static Value **eval_list(Sema *S, const Node *kids, Scope *sc, int *n, const char ***keys, int *ok) {
+static Value **eval_list(Sema *S, const Node *kids, Scope *sc, int *n, const char ***keys, Loc **klocs, int *ok) {
   int k = node_count(kids);
   Value **items = arena_alloc(S->A, sizeof(Value *) * (size_t)(k + 1));
   const char **ks = keys ? arena_alloc(S->A, sizeof(char *) * (size_t)(k + 1)) : NULL;
+  Loc *kl = keys ? arena_alloc(S->A, sizeof(Loc) * (size_t)(k + 1)) : NULL;
   int i = 0;
   for (const Node *c = kids; c; c = c->next, i++) {
     const Node *e = c;
@@ -223,6 +224,7 @@ static Value **eval_list(Sema *S, const Node *kids, Scope *sc, int *n, const cha
             *ok = 0;
           }
         ks[i] = c->str;
+        kl[i] = c->loc;
       }
       e = c->a;
     } else if (ks) {
@@ -237,7 +239,7 @@ static Value **eval_list(Sema *S, const Node *kids, Scope *sc, int *n, const cha
     if (!items[i]) *ok = 0;
   }
   *n = k;
-  if (keys) *keys = ks;
+  if (keys) *keys = ks, *klocs = kl;
   return items;
 }
 
@@ -280,7 +282,7 @@ Value *sema_eval(Sema *S, const Node *n, Scope *sc) {
     int ok = 1;
     v = value_new(S, n->kind == N_LIST ? V_LIST : n->kind == N_TUPLE ? V_TUPLE : V_CALL, n->loc);
     v->s = n->str;
-    v->items = eval_list(S, n->kids, sc, &v->n, n->kind == N_CALL ? &v->keys : NULL, &ok);
+    v->items = eval_list(S, n->kids, sc, &v->n, n->kind == N_CALL ? &v->keys : NULL, &v->key_locs, &ok);
     return ok ? v : NULL;
   }
   case N_KWARG:
