@@ -81,7 +81,7 @@ const char *did_you_mean(const char *name, const char *const *cands, int n) {
   const char *best = NULL;
   int bestd = 1000;
   int len = (int)strlen(name);
-  int limit = len <= 3 ? 1 : len <= 8 ? 2 : 3;
+  int limit = len <= 1 ? 0 : len <= 3 ? 1 : len <= 8 ? 2 : 3;
   for (int i = 0; i < n; i++) {
     if (!cands[i] || !strcmp(cands[i], name)) continue;
     int dist = edit_distance(name, cands[i]);

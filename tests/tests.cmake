@@ -1,1 +1,24 @@
-# Tests, run by ctest. Each one is a real check with a result that can fail.
+# Tests, run by ctest. Each one checks a real result and can fail.
+set(PIPEC_TESTS ${CMAKE_CURRENT_SOURCE_DIR}/tests)
+
+if(NOT PIPEC_FUZZ)
+  # Every shipped model passes --check.
+  file(GLOB PIPEC_MODELS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR}
+       ${CMAKE_CURRENT_SOURCE_DIR}/models/*.pipe ${CMAKE_CURRENT_SOURCE_DIR}/models/examples/*.pipe)
+  foreach(m ${PIPEC_MODELS})
+    add_test(NAME check:${m} COMMAND pipec --check ${m} WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  endforeach()
+
+  # Wrong files: exact diagnostics, exit status 1.
+  add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
+  # Right files: each asserts what pipec --dump-model must print.
+  add_test(NAME good-files COMMAND sh ${PIPEC_TESTS}/run_good.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/good)
+  # The command line: --help, --version, exit statuses, --world-size.
+  add_test(NAME cli COMMAND sh ${PIPEC_TESTS}/cli.sh $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR})
+endif()
+
+if(PIPEC_FUZZ)
+  set(PIPEC_FUZZ_SECONDS 60 CACHE STRING "How long the fuzz test runs")
+  add_test(NAME fuzz-front
+           COMMAND sh ${PIPEC_TESTS}/fuzz/run_fuzz.sh $<TARGET_FILE:fuzz_front> ${CMAKE_CURRENT_SOURCE_DIR} ${PIPEC_FUZZ_SECONDS})
+endif()
