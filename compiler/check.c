@@ -197,7 +197,7 @@ static void build_prim(Sema *S, Module *m, const PrimSpec *ps, const Value *call
     break;
   case PRIM_CROSS_ENTROPY: {
     int64_t ii = -1;
-    if (a[0]) want_int(S, a[0], "ignore_index", -1, INT64_MAX, &ii, sc);
+    if (a[0]) want_int(S, a[0], "ignore_index", INT64_MIN + 1, INT64_MAX, &ii, sc);
     if (a[1]) want_float(S, a[1], "label_smoothing", 0, 1, 0, &m->p, sc);
     m->num = ii;
     break;
@@ -330,6 +330,7 @@ static int check_call(Fwd *F, const Node *n, int *prod) {
   /* a hyper-parameter naming an operation: act = gelu_tanh, then act(x) */
   const char *op = n->str;
   Binding *b = scope_find(F->vals, n->str);
+  if (b && !b->v) return 0; /* its definition failed and was reported */
   if (b && b->v->kind == V_SYM) op = b->v->s;
   int fi = find_fop(op);
   if (fi < 0) {
@@ -369,6 +370,7 @@ static int check_texpr(Fwd *F, const Node *n, int *prod) {
       return 1;
     }
     Binding *b = scope_find(F->vals, n->str);
+    if (b && !b->v) return 0;
     if (b && (b->v->kind == V_INT || b->v->kind == V_FLOAT)) return 1; /* a scalar */
     int first, last;
     if (find_kids(F, n->str, &first, &last)) {
@@ -401,6 +403,7 @@ static int check_texpr(Fwd *F, const Node *n, int *prod) {
 
 static void check_forward(Sema *S, const Entry *fwd, Module **kids, int nkids, const char *const *groups, Scope *vals,
                           int toplevel, const char *owner) {
+  int errors_before = S->D->errors;
   Fwd F = {.S = S, .kids = kids, .nkids = nkids, .groups = groups, .vals = vals, .toplevel = toplevel, .last_called = -1};
   F.used = arena_alloc(S->A, (size_t)nkids + 1);
   int cap = param_count(fwd->params) + entry_count(fwd->body) + 1;
@@ -435,6 +438,7 @@ static void check_forward(Sema *S, const Entry *fwd, Module **kids, int nkids, c
     }
   }
   if (!ret) diag_error(S->D, fwd->end_loc, "forward of '%s' ends without 'return'; return its output", owner);
+  if (S->D->errors != errors_before) return; /* a module may look unused only because its call had an error */
   for (int i = 0; i < nkids; i++)
     if (!F.used[i] && sema_reported_once(S, kids[i]->loc))
       diag_error(S->D, kids[i]->loc, "module '%s' is declared but its forward never uses it; call it in forward or remove it",
@@ -493,6 +497,10 @@ static const Entry *process_body(Sema *S, const Entry *body, Scope *sc, PtrVec *
                  what, toplevel ? "model" : "block");
       continue;
     }
+    if (strchr(e->name, '.')) {
+      diag_error(S->D, e->name_loc, "'%s': names declared here cannot contain '.'; dots join the names of modules inside others", e->name);
+      continue;
+    }
     if (!is_module_decl(e->value)) {
       Binding *b = NULL;
       for (b = sc->vals; b; b = b->next)
@@ -507,7 +515,7 @@ static const Entry *process_body(Sema *S, const Entry *body, Scope *sc, PtrVec *
         sema_unknown_name(S, v, sc, NULL, 0);
         v = NULL;
       }
-      if (v) scope_bind(S, sc, e->name, v, e->name_loc, 0);
+      scope_bind(S, sc, e->name, v, e->name_loc, 0); /* NULL: failed, uses stay quiet */
       continue;
     }
     for (int i = 0; i < out->len; i++) {
@@ -528,7 +536,14 @@ static const Entry *process_body(Sema *S, const Entry *body, Scope *sc, PtrVec *
       for (int64_t i = 0; i < count && S->budget > 0; i++) {
         const char *local = arena_printf(S->A, "%s.%lld", e->name, (long long)i);
         const char *path = prefix ? arena_printf(S->A, "%s.%s", prefix, local) : local;
+        int before = S->D->errors;
         Module *m = instantiate(S, local, path, call, e->name_loc, e->name, (int)i, sc);
+        if (S->D->errors != before) {
+          /* every layer would repeat the same errors: report the first */
+          if (toplevel && S->D->last_file != e->loc.file)
+            diag_note(S->D, e->value->b->loc, "in '%s', a %s declared here", path, call->s);
+          break;
+        }
         if (!m) break;
         ptrvec_push(S->A, out, m);
         ptrvec_push(S->A, groups, (void *)e->name);
@@ -537,7 +552,10 @@ static const Entry *process_body(Sema *S, const Entry *body, Scope *sc, PtrVec *
       Value *call = sema_eval(S, e->value, sc);
       if (!call) continue;
       const char *path = prefix ? arena_printf(S->A, "%s.%s", prefix, e->name) : e->name;
+      int before = S->D->errors;
       Module *m = instantiate(S, e->name, path, call, e->name_loc, NULL, 0, sc);
+      if (toplevel && S->D->errors != before && S->D->last_file != e->loc.file)
+        diag_note(S->D, e->value->loc, "in '%s', a %s declared here", path, call->s);
       if (m) {
         ptrvec_push(S->A, out, m);
         ptrvec_push(S->A, groups, NULL);

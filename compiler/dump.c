@@ -44,9 +44,9 @@ void program_dump(FILE *out, const Program *p) {
     if (k && pl->stages == p->pipes[k - 1].stages) continue; /* replicas share one placement */
     int reps = 1;
     while (k + reps < p->npipes && p->pipes[k + reps].stages == pl->stages) reps++;
-    fprintf(out, "pipeline %d%s%s%s: %d stage%s, %d microbatches", k, pl->template_name ? " (template " : "",
+    fprintf(out, "pipeline %d%s%s%s: %d stage%s, %d microbatch%s", k, pl->template_name ? " (template " : "",
             pl->template_name ? pl->template_name : "", pl->template_name ? ")" : "", pl->nstages, pl->nstages == 1 ? "" : "s",
-            pl->microbatches);
+            pl->microbatches, pl->microbatches == 1 ? "" : "es");
     if (reps > 1) fprintf(out, ", x%d data-parallel replicas", reps);
     fputc('\n', out);
     for (int s = 0; s < pl->nstages; s++) {

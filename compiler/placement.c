@@ -128,8 +128,8 @@ static int from_split(Sema *S, const Entry *sec, Stage **out) {
     int at = end ? i + 1 : i; /* the cut falls before module `at` */
     if (at == 0 || at == n) {
       diag_error(S->D, loc_span(e->name_loc, e->value->loc),
-                 "split point '%s: %s' leaves stage %d empty: nothing comes %s '%s'", e->name, w, at == 0 ? 0 : -1,
-                 at == 0 ? "before" : "after", e->name);
+                 "split point '%s: %s' leaves the %s stage empty: nothing comes %s '%s'", e->name, w,
+                 at == 0 ? "first" : "last", at == 0 ? "before" : "after", e->name);
       ok = 0;
       continue;
     }
@@ -426,11 +426,11 @@ static int place(Sema *S, Placement *pl, int wanted, Loc pp_loc, Stage **out) {
   else if (pl->stage_ids) ns = from_ids(S, pl->stage_ids, out);
   else return from_auto(S, wanted > 0 ? wanted : 1, pl->partition ? pl->partition->loc : pp_loc, out);
   if (ns > 0 && wanted > 0 && ns != wanted) {
-    const char *what = pl->split ? arena_printf(S->A, "%d split point%s make %d stages", ns - 1, ns == 2 ? "" : "s", ns)
-                                 : arena_printf(S->A, "the %s give %d stages", first->name, ns);
-    diag_error(S->D, pp_loc, "pp = %d%s disagrees with the placement: %s", wanted,
-               S->P->virtual_stages > 1 ? arena_printf(S->A, " with virtual = %d (%d chunks)", S->P->virtual_stages, wanted) : "",
-               what);
+    const char *what = pl->split ? arena_printf(S->A, "%d split point%s %d stages", ns - 1, ns == 2 ? " makes" : "s make", ns)
+                                 : arena_printf(S->A, "'%s' places modules on %d stages", first->name, ns);
+    int v = S->P->virtual_stages > 1 ? S->P->virtual_stages : 1;
+    diag_error(S->D, pp_loc, "pp = %d%s disagrees with the placement: %s", wanted / v,
+               v > 1 ? arena_printf(S->A, " with virtual = %d (%d chunks)", v, wanted) : "", what);
     diag_note(S->D, first->name_loc, "the placement is here");
     return -1;
   }
@@ -599,7 +599,15 @@ void sema_check_sections(Sema *S) {
     if (pv[2]->kind == V_SYM && !strcmp(pv[2]->s, "auto")) dp_auto = 1;
     else if (want_int(S, pv[2], "dp", 1, 1 << 20, &dp, S->model_scope)) dp_auto = 0;
   }
-  if (pw[3] && !(S->opt && S->opt->world_size)) want_int(S, pv[3], "world", 1, 1 << 24, &world, S->model_scope);
+  if (pw[3]) {
+    int64_t fw = 0;
+    if (want_int(S, pv[3], "world", 1, 1 << 24, &fw, S->model_scope)) {
+      if (world && world != fw)
+        diag_error(S->D, pv[3]->loc, "world = %lld here, but --world-size %lld on the command line; make them agree or drop one",
+                   (long long)fw, (long long)world);
+      world = fw;
+    }
+  }
   if (pw[5]) want_int(S, pv[5], "virtual", 1, 64, &virt, S->model_scope);
   P->tp = (int)tp, P->virtual_stages = (int)virt;
   P->order[0] = 't', P->order[1] = 'd', P->order[2] = 'p';
@@ -689,8 +697,16 @@ void sema_check_sections(Sema *S) {
           else
             while (j < nn && strcmp(names[j], k)) j++;
           if (j >= nn) {
-            if (k) diag_error(S->D, call.items[i]->loc, "%s() has no parameter '%s'%s", on, k, suggest(k, names, nn));
+            if (k) {
+              const char *dym = did_you_mean(k, names, nn);
+              diag_error(S->D, call.key_locs[i], "%s() has no parameter '%s'; %s%s%s", on, k, dym ? "did you mean '" : "its parameters are ",
+                         dym ? dym : adam ? "lr, betas, eps, weight_decay" : "lr, momentum, weight_decay", dym ? "'?" : "");
+            }
             else diag_error(S->D, call.items[i]->loc, "%s() takes at most %d arguments", on, nn);
+            continue;
+          }
+          if (a[j]) {
+            diag_error(S->D, k ? call.key_locs[i] : call.items[i]->loc, "%s(): '%s' is given twice", on, names[j]);
             continue;
           }
           a[j] = call.items[i];
@@ -724,7 +740,7 @@ void sema_check_sections(Sema *S) {
     else if (want_sym(S, &name, "lr_schedule", ls, 3, &ln)) {
       P->lr_schedule = ln;
       for (int i = 0; o->kind == V_CALL && i < o->n; i++) {
-        const char *k = o->keys ? o->keys[i] : (i == 0 ? "warmup" : i == 1 ? "min_lr" : NULL);
+        const char *k = o->keys && o->keys[i] ? o->keys[i] : i == 0 ? "warmup" : i == 1 ? "min_lr" : NULL;
         if (k && !strcmp(k, "warmup")) want_int(S, o->items[i], "warmup", 0, (int64_t)1 << 40, &P->warmup, S->model_scope);
         else if (k && !strcmp(k, "min_lr")) want_float(S, o->items[i], "min_lr", 0, 10, 0, &P->min_lr, S->model_scope);
         else {
@@ -791,7 +807,9 @@ void sema_check_sections(Sema *S) {
   if (iw[6]) {
     static const char *const fo[] = {"forward_only"};
     const char *x;
-    if (iv[6] && iv[6]->kind == V_SYM && strcmp(iv[6]->s, "forward_only"))
+    int training = 0;
+    for (int i = 0; i < NSCHED - 1 && iv[6] && iv[6]->kind == V_SYM; i++) training |= !strcmp(iv[6]->s, schedule_names[i]);
+    if (training)
       diag_error(S->D, iv[6]->loc, "infer runs schedule forward_only; '%s' is a training schedule", iv[6]->s);
     else
       want_sym(S, iv[6], "schedule", fo, 1, &x);
@@ -801,8 +819,8 @@ void sema_check_sections(Sema *S) {
   /* placement and pipelines */
   Loc ploc = pw[1] ? pw[1]->value->loc : sec[2] ? sec[2]->name_loc : P->model_loc;
   if (templates.len) {
-    const Entry *top_place[3] = {sec[0], sec[1], key[0]};
-    for (int i = 0; i < 3; i++)
+    const Entry *top_place[4] = {sec[0], sec[1], key[0], key[1]};
+    for (int i = 0; i < 4; i++)
       if (top_place[i]) {
         diag_error(S->D, top_place[i]->name_loc, "with templates, '%s' belongs inside each template", top_place[i]->name);
         return;
@@ -878,7 +896,7 @@ void sema_check_sections(Sema *S) {
                  (long long)world, (long long)ranks, use.len, (long long)tp);
       return;
     }
-    if (P->batch % mbsum)
+    if (P->has_train && P->batch % mbsum)
       diag_error(S->D, tw[0] ? tv[0]->loc : sec[3] ? sec[3]->name_loc : P->model_loc,
                  "batch %lld does not split into the pipelines' %lld microbatches in all; use a multiple of %lld",
                  (long long)P->batch, (long long)mbsum, (long long)mbsum);
@@ -921,7 +939,7 @@ void sema_check_sections(Sema *S) {
     P->pipes = arena_alloc(S->A, sizeof(Pipeline) * (size_t)dp);
     for (int i = 0; i < dp; i++) P->pipes[i] = one;
     int64_t parts = dp * P->microbatches;
-    if (P->batch % parts)
+    if (P->has_train && P->batch % parts)
       diag_error(S->D, tw[0] ? tv[0]->loc : sec[3] ? sec[3]->name_loc : P->model_loc,
                  "batch %lld does not divide by dp x microbatches = %lld x %d = %lld; use a batch that is a multiple of %lld",
                  (long long)P->batch, (long long)dp, P->microbatches, (long long)parts, (long long)parts);
@@ -934,6 +952,7 @@ void sema_check_sections(Sema *S) {
     for (int i = 0; i < P->nmods; i++) check_tp(S, P->mods[i], (int)tp, 1);
 
   /* schedule constraints (PyTorch / Megatron definitions) */
+  if (!P->has_train) return;
   Loc sl = tw[3] ? tv[3]->loc : sec[3] ? sec[3]->name_loc : P->model_loc;
   const char *sn = schedule_names[P->schedule];
   if (templates.len && (P->schedule == SCHED_INTERLEAVED || P->schedule == SCHED_ZBV || P->schedule == SCHED_LOOPED_BFS)) {

@@ -265,6 +265,7 @@ Value *sema_eval(Sema *S, const Node *n, Scope *sc) {
     return v;
   case N_NAME: {
     Binding *b = scope_find(sc, n->str);
+    if (b && !b->v) return NULL; /* its definition failed and was reported */
     if (b) {
       v = value_new(S, b->v->kind, n->loc);
       Loc at = v->loc;

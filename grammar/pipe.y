@@ -8,6 +8,7 @@
 %define api.prefix {pipe_yy}
 %define api.location.type {Loc}
 %define parse.error custom
+%define parse.lac full
 %locations
 %param {void *scanner}
 %parse-param {struct LexState *ls}
@@ -194,7 +195,7 @@ primary:
   | '[' expr ',' ']'         { $$ = mk(ls, N_LIST, @1); $$->kids = $2; }
   | '[' expr ',' exprs ']'   { $$ = mk(ls, N_LIST, @1); $2->next = $4.head; $$->kids = $2; }
   | '[' expr ',' exprs ',' ']' { $$ = mk(ls, N_LIST, @1); $2->next = $4.head; $$->kids = $2; }
-  /* primary: '(' expr ')' | '(' expr ',' exprs [','] ')'   -- a tuple */
+  /* primary: '(' expr ')' | '(' expr ',' [ exprs ] [','] ')'   -- a tuple */
   | '(' expr ')'             { $$ = $2; }
   | '(' expr ',' ')'         { $$ = mk(ls, N_TUPLE, @1); $$->kids = $2; }
   | '(' expr ',' exprs ')'   { $$ = mk(ls, N_TUPLE, @1); $2->next = $4.head; $$->kids = $2; }
@@ -223,6 +224,12 @@ arg: expr                    { $$ = $1; }
 
 %%
 
+static int is_operator(yysymbol_kind_t t) {
+  const char *nm = yysymbol_name(t);
+  return t == YYSYMBOL_EVERY || t == YYSYMBOL_DOTDOT || !strcmp(nm, "'+'") || !strcmp(nm, "'-'") || !strcmp(nm, "'*'") ||
+         !strcmp(nm, "'/'") || !strcmp(nm, "'%'");
+}
+
 /* Human names for what the parser wanted, e.g. "expected an expression". */
 static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, struct LexState *ls) {
   (void)scanner;
@@ -244,13 +251,20 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, struct 
   else if (expr_start)
     snprintf(want, sizeof want, "expected an expression");
   else {
+    /* operators could always continue an expression; name them only when
+       nothing else would do */
+    int others = 0;
+    for (int i = 0; i < n; i++) others += !is_operator(exp[i]) && exp[i] != YYSYMBOL_CALLNAME;
     strcpy(want, "expected ");
     for (int i = 0; i < n; i++) {
-      if (exp[i] == YYSYMBOL_CALLNAME) continue;
-      if (k++) strncat(want, i == n - 1 ? " or " : ", ", sizeof want - strlen(want) - 1);
+      if (exp[i] == YYSYMBOL_CALLNAME || (others && is_operator(exp[i]))) continue;
+      int more = 0;
+      for (int j = i + 1; j < n; j++) more |= exp[j] != YYSYMBOL_CALLNAME && !(others && is_operator(exp[j]));
+      if (k++) strncat(want, more ? ", " : " or ", sizeof want - strlen(want) - 1);
       strncat(want, yysymbol_name(exp[i]), sizeof want - strlen(want) - 1);
     }
   }
+  if (!entry_start && !expr_start && k == 0) snprintf(want, sizeof want, "this is not allowed here");
   const char *g = got == YYSYMBOL_YYEOF ? "end of file" : yysymbol_name(got);
   if (got == YYSYMBOL_CALLNAME) g = "name";
   diag_error(ls->diag, loc, "unexpected %s; %s", g, want);

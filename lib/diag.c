@@ -33,6 +33,7 @@ static void vreport(Diag *d, Loc loc, const char *kind, const char *fmt, va_list
 
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
   d->errors++;
+  d->last_file = loc.file;
   if (d->max_errors && d->errors > d->max_errors) {
     if (d->errors == d->max_errors + 1)
       fprintf(d->out, "pipec: too many errors (%d), stopping here\n", d->max_errors);

@@ -31,6 +31,7 @@ typedef struct Diag {
   FILE *out;     /* where messages go (stderr; /dev/null when fuzzing) */
   int errors;
   int max_errors; /* stop printing (but keep counting) after this many; 0 = no limit */
+  const SrcFile *last_file; /* file of the latest error (NULL: none, or no file) */
 } Diag;
 
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
