@@ -31,6 +31,8 @@ check large-params 0 "774030080 parameters" "$pipec" --check models/gpt2-large.p
 check xl-params 0 "1557611200 parameters" "$pipec" --check models/gpt2-xl.pipe
 check tutorial-params 0 "43883280 parameters" "$pipec" --check models/pipelining-tutorial.pipe
 check error-count 1 "pipec: 1 error in" "$pipec" --check --world-size 7 models/gpt2.pipe
+check world-flag-vs-file 1 "world = 16 here, but --world-size 8 on the command line" "$pipec" --check --world-size 8 models/examples/libai-stage-ids.pipe
+check compile-not-yet 2 "has no code generator yet" "$pipec" models/gpt2.pipe -o /tmp/pipec-cli-out
 check import-dir 0 ": ok" "$pipec" --check --import-dir tests/good tests/good/custom-block.pipe
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -3,6 +3,7 @@
 # --dump-model` must print each of its `# expect: TEXT` lines (TEXT found as
 # a substring of one output line). `# args: ...` adds command-line options.
 pipec=$1 dir=$2
+case $pipec in /*) ;; */*) pipec=$(pwd)/$pipec ;; esac
 pass=0 fail=0
 for f in "$dir"/*.pipe; do
   name=$(basename "$f" .pipe)
