@@ -481,6 +481,19 @@ static int64_t max_positions(const Program *P) {
 
 /* ---- the sections ---- */
 
+/* A setting that is a name or a call of one (greedy, top_k(40), adamw(...)):
+ * returns the chosen name, or NULL after reporting. */
+static const char *want_choice(Sema *S, const Value *o, const char *what, const char *const *choices, int n, const char *usage) {
+  if (o->kind != V_CALL && o->kind != V_SYM) {
+    diag_error(S->D, o->loc, "%s must be %s, not %s", what, usage, value_kind_name(o));
+    return NULL;
+  }
+  Value name = *o;
+  name.kind = V_SYM;
+  const char *r;
+  return want_sym(S, &name, what, choices, n, &r) ? r : NULL;
+}
+
 static const char *const top_sections[] = {"split", "stages", "parallel", "train", "infer", "template"};
 static const char *const top_keys[] = {"stage_ids", "partition"};
 
@@ -674,70 +687,61 @@ void sema_check_sections(Sema *S) {
   if (tw[4] && tv[4]) {
     static const char *const opts[] = {"adamw", "sgd"};
     Value *o = tv[4];
-    if (o->kind != V_CALL && o->kind != V_SYM)
-      diag_error(S->D, o->loc, "optimizer must be adamw(...) or sgd(...), not %s", value_kind_name(o));
-    else {
-      Value name = *o;
-      name.kind = V_SYM;
-      const char *on;
-      if (want_sym(S, &name, "optimizer", opts, 2, &on)) {
-        P->optimizer = on;
-        int adam = on == opts[0];
-        static const char *const an[] = {"lr", "betas", "eps", "weight_decay"};
-        static const char *const sn[] = {"lr", "momentum", "weight_decay"};
-        Value *a[4] = {0};
-        const char *const *names = adam ? an : sn;
-        int nn = adam ? 4 : 3;
-        Value call = *o;
-        if (o->kind == V_SYM) call.n = 0;
-        for (int i = 0; i < call.n; i++) {
-          const char *k = call.keys ? call.keys[i] : NULL;
-          int j = 0;
-          if (!k) j = i;
-          else
-            while (j < nn && strcmp(names[j], k)) j++;
-          if (j >= nn) {
-            if (k) {
-              const char *dym = did_you_mean(k, names, nn);
-              diag_error(S->D, call.key_locs[i], "%s() has no parameter '%s'; %s%s%s", on, k, dym ? "did you mean '" : "its parameters are ",
-                         dym ? dym : adam ? "lr, betas, eps, weight_decay" : "lr, momentum, weight_decay", dym ? "'?" : "");
-            }
-            else diag_error(S->D, call.items[i]->loc, "%s() takes at most %d arguments", on, nn);
-            continue;
+    const char *on = want_choice(S, o, "optimizer", opts, 2, "adamw(...) or sgd(...)");
+    if (on) {
+      P->optimizer = on;
+      int adam = on == opts[0];
+      static const char *const an[] = {"lr", "betas", "eps", "weight_decay"};
+      static const char *const sn[] = {"lr", "momentum", "weight_decay"};
+      Value *a[4] = {0};
+      const char *const *names = adam ? an : sn;
+      int nn = adam ? 4 : 3;
+      Value call = *o;
+      if (o->kind == V_SYM) call.n = 0;
+      for (int i = 0; i < call.n; i++) {
+        const char *k = call.keys ? call.keys[i] : NULL;
+        int j = 0;
+        if (!k) j = i;
+        else
+          while (j < nn && strcmp(names[j], k)) j++;
+        if (j >= nn) {
+          if (k) {
+            const char *dym = did_you_mean(k, names, nn);
+            diag_error(S->D, call.key_locs[i], "%s() has no parameter '%s'; %s%s%s", on, k, dym ? "did you mean '" : "its parameters are ",
+                       dym ? dym : adam ? "lr, betas, eps, weight_decay" : "lr, momentum, weight_decay", dym ? "'?" : "");
           }
-          if (a[j]) {
-            diag_error(S->D, k ? call.key_locs[i] : call.items[i]->loc, "%s(): '%s' is given twice", on, names[j]);
-            continue;
-          }
-          a[j] = call.items[i];
+          else diag_error(S->D, call.items[i]->loc, "%s() takes at most %d arguments", on, nn);
+          continue;
         }
-        if (a[0]) want_float(S, a[0], "learning rate", 0, 10, 1, &P->lr, S->model_scope);
-        if (adam) {
-          if (a[1]) {
-            if (a[1]->kind != V_TUPLE || a[1]->n != 2)
-              diag_error(S->D, a[1]->loc, "betas must be a pair, as in betas = (0.9, 0.95)");
-            else {
-              want_float(S, a[1]->items[0], "beta1", 0, 0.999999999, 0, &P->beta1, S->model_scope);
-              want_float(S, a[1]->items[1], "beta2", 0, 0.999999999, 0, &P->beta2, S->model_scope);
-            }
-          }
-          if (a[2]) want_float(S, a[2], "eps", 0, 1, 1, &P->opt_eps, S->model_scope);
-          if (a[3]) want_float(S, a[3], "weight_decay", 0, 10, 0, &P->weight_decay, S->model_scope);
-        } else {
-          if (a[1]) want_float(S, a[1], "momentum", 0, 0.999999999, 0, &P->momentum, S->model_scope);
-          if (a[2]) want_float(S, a[2], "weight_decay", 0, 10, 0, &P->weight_decay, S->model_scope);
+        if (a[j]) {
+          diag_error(S->D, k ? call.key_locs[i] : call.items[i]->loc, "%s(): '%s' is given twice", on, names[j]);
+          continue;
         }
+        a[j] = call.items[i];
+      }
+      if (a[0]) want_float(S, a[0], "learning rate", 0, 10, 1, &P->lr, S->model_scope);
+      if (adam) {
+        if (a[1]) {
+          if (a[1]->kind != V_TUPLE || a[1]->n != 2)
+            diag_error(S->D, a[1]->loc, "betas must be a pair, as in betas = (0.9, 0.95)");
+          else {
+            want_float(S, a[1]->items[0], "beta1", 0, 0.999999999, 0, &P->beta1, S->model_scope);
+            want_float(S, a[1]->items[1], "beta2", 0, 0.999999999, 0, &P->beta2, S->model_scope);
+          }
+        }
+        if (a[2]) want_float(S, a[2], "eps", 0, 1, 1, &P->opt_eps, S->model_scope);
+        if (a[3]) want_float(S, a[3], "weight_decay", 0, 10, 0, &P->weight_decay, S->model_scope);
+      } else {
+        if (a[1]) want_float(S, a[1], "momentum", 0, 0.999999999, 0, &P->momentum, S->model_scope);
+        if (a[2]) want_float(S, a[2], "weight_decay", 0, 10, 0, &P->weight_decay, S->model_scope);
       }
     }
   }
   if (tw[5] && tv[5]) {
     static const char *const ls[] = {"constant", "cosine", "linear"};
-    Value *o = tv[5], name = *o;
-    name.kind = V_SYM;
-    const char *ln;
-    if (o->kind != V_CALL && o->kind != V_SYM)
-      diag_error(S->D, o->loc, "lr_schedule must be constant, cosine(warmup = N) or linear(warmup = N)");
-    else if (want_sym(S, &name, "lr_schedule", ls, 3, &ln)) {
+    Value *o = tv[5];
+    const char *ln = want_choice(S, o, "lr_schedule", ls, 3, "constant, cosine(warmup = N) or linear(warmup = N)");
+    if (ln) {
       P->lr_schedule = ln;
       for (int i = 0; o->kind == V_CALL && i < o->n; i++) {
         const char *k = o->keys && o->keys[i] ? o->keys[i] : i == 0 ? "warmup" : i == 1 ? "min_lr" : NULL;
@@ -785,12 +789,9 @@ void sema_check_sections(Sema *S) {
   if (iw[1]) want_int(S, iv[1], "max_new_tokens", 1, 1 << 24, &P->max_new_tokens, S->model_scope);
   if (iw[2] && iv[2]) {
     static const char *const sm[] = {"greedy", "top_k", "top_p", "beam"};
-    Value *o = iv[2], name = *o;
-    name.kind = V_SYM;
-    const char *sn;
-    if (o->kind != V_CALL && o->kind != V_SYM)
-      diag_error(S->D, o->loc, "sampling must be greedy, top_k(K), top_p(P) or beam(N)");
-    else if (want_sym(S, &name, "sampling", sm, 4, &sn)) {
+    Value *o = iv[2];
+    const char *sn = want_choice(S, o, "sampling", sm, 4, "greedy, top_k(K), top_p(P) or beam(N)");
+    if (sn) {
       P->sampling = sn;
       int want_args = sn == sm[0] ? 0 : 1;
       int nargs = o->kind == V_CALL ? o->n : 0;
