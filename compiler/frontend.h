@@ -15,6 +15,7 @@
  */
 #ifndef PIPEC_FRONTEND_H
 #define PIPEC_FRONTEND_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "compiler/ast.h"
@@ -152,6 +153,10 @@ typedef struct FrontendOptions {
 /* Read `path` (or, when text != NULL, use text as its contents). */
 Program *pipe_frontend(Arena *arena, Diag *diag, const char *path, const char *text, long len,
                        const FrontendOptions *opt);
+
+/* The compute-only schedule of one pipeline (lib/schedule.h); NULL with a
+ * message in err when the combination is not defined. kind: ScheduleKind. */
+struct Schedule *schedule_generate(int kind, int pp, int virt, int nmb, char *err, size_t errlen);
 
 /* Print the checked program: modules, parameters, stages, settings. */
 void program_dump(FILE *out, const Program *p);

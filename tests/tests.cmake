@@ -9,6 +9,11 @@ if(NOT PIPEC_FUZZ)
     add_test(NAME check:${m} COMMAND pipec --check ${m} WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
   endforeach()
 
+  # Schedules: bubble formulas over the whole grid, memory bounds, validation.
+  add_executable(test_schedule tests/test_schedule.c)
+  target_link_libraries(test_schedule PRIVATE pipec_front m)
+  add_test(NAME schedules COMMAND test_schedule)
+
   # Wrong files: exact diagnostics, exit status 1.
   add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
   # Right files: each asserts what pipec --dump-model must print.
