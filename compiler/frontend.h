@@ -17,6 +17,7 @@
 #define PIPEC_FRONTEND_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "compiler/ast.h"
 #include "lib/arena.h"

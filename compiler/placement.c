@@ -815,6 +815,7 @@ void sema_check_sections(Sema *S) {
     else
       want_sym(S, iv[6], "schedule", fo, 1, &x);
   }
+  if (!P->has_train && P->has_infer) P->schedule = SCHED_FORWARD_ONLY;
   if (S->D->errors) return;
 
   /* placement and pipelines */
@@ -836,6 +837,10 @@ void sema_check_sections(Sema *S) {
     }
     if (virt > 1) {
       diag_error(S->D, pw[5]->name_loc, "virtual stages are not supported with templates; remove virtual");
+      return;
+    }
+    if (pw[4]) {
+      diag_error(S->D, pw[4]->name_loc, "with templates, pipec fixes the rank layout (see --dump-plan); remove order");
       return;
     }
     Placement *tpl = arena_alloc(S->A, sizeof(Placement) * (size_t)templates.len);
@@ -889,6 +894,11 @@ void sema_check_sections(Sema *S) {
                  (long long)dp, use.len);
       return;
     }
+    if (ranks > (1 << 24)) {
+      diag_error(S->D, sec[2] ? sec[2]->name_loc : P->model_loc, "the templates need %lld ranks; pipec plans at most 16777216",
+                 (long long)ranks);
+      return;
+    }
     P->dp = use.len;
     P->world = (int)ranks;
     if (world && world != ranks) {
@@ -930,6 +940,12 @@ void sema_check_sections(Sema *S) {
       diag_error(S->D, pw[3] ? pv[3]->loc : pv[2]->loc,
                  "world size %lld does not match the plan: dp %lld x tp %lld x pp %d = %lld ranks", (long long)world,
                  (long long)dp, (long long)tp, P->pp, (long long)(dp * per));
+      return;
+    }
+    if (dp * per > (1 << 24)) {
+      diag_error(S->D, sec[2] ? sec[2]->name_loc : P->model_loc,
+                 "the plan needs dp %lld x tp %lld x pp %d = %lld ranks; pipec plans at most 16777216", (long long)dp,
+                 (long long)tp, P->pp, (long long)(dp * per));
       return;
     }
     P->dp = (int)dp;
