@@ -5,7 +5,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
+#include "compiler/cost.h"
 #include "compiler/frontend.h"
+#include "compiler/plan.h"
+#include "compiler/report.h"
 #include "version.h"
 
 static void usage(FILE *out) {
@@ -17,6 +22,18 @@ static void usage(FILE *out) {
         "  --check              check the file (syntax, names, sizes, placement, parallel\n"
         "                       and train settings), report every error, and stop\n"
         "  --dump-model         print the checked model: modules, parameters, stages\n"
+        "  --explain-partition  print each stage's modules, FLOPs, parameter and\n"
+        "                       activation bytes, and the imbalance (slowest / mean)\n"
+        "  --dump-plan          print the rank layout and the tp, dp, pp and tied groups\n"
+        "  --plan-json FILE     write the rank plan as JSON to FILE\n"
+        "  --dump-schedule      print the schedule IR of every rank, and its simulation:\n"
+        "                       step time, bubble and peak in-flight microbatches\n"
+        "  --schedule-grid      print the schedule as a time x rank grid\n"
+        "  --schedule-csv FILE  write the schedule in PyTorch's CSV layout (a row per rank)\n"
+        "  --load-schedule FILE use the schedule in FILE (PyTorch's CSV layout) after\n"
+        "                       validating it\n"
+        "  --schedule-svg FILE  write the schedule as an SVG Gantt chart\n"
+        "  --tflops N           sustained TFLOP/s per rank for simulated times (default 100)\n"
         "  --world-size N       the number of ranks the job runs on; dp = auto is derived\n"
         "                       from it, and a plan needing another number is an error\n"
         "  --import-dir DIR     also look for imported .pipe files in DIR (repeatable)\n"
@@ -28,6 +45,7 @@ static void usage(FILE *out) {
         "examples:\n"
         "  pipec --check models/gpt2.pipe\n"
         "  pipec --dump-model models/gpt2-tiny.pipe\n"
+        "  pipec --dump-schedule --schedule-svg gpt2.svg models/gpt2.pipe\n"
         "\n"
         "Documentation: docs/language.md\n",
         out);
@@ -50,7 +68,9 @@ static int parse_count(const char *s, int *out) {
 
 int main(int argc, char **argv) {
   const char *file = NULL, *outdir = NULL;
-  int check = 0, dump = 0, max_errors = 50;
+  int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0;
+  const char *plan_json = NULL;
+  ReportOptions ro = {.tflops = 100, .color = isatty(1) && !getenv("NO_COLOR")};
   FrontendOptions opt = {0};
   const char *dirs[argc + 1];
   int ndirs = 0;
@@ -80,6 +100,28 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--check")) check = 1;
     else if (!strcmp(a, "--dump-model")) dump = 1;
+    else if (!strcmp(a, "--explain-partition")) explain = 1;
+    else if (!strcmp(a, "--dump-plan")) dump_plan = 1;
+    else if (!strcmp(a, "--dump-schedule")) ro.dump = 1;
+    else if (!strcmp(a, "--schedule-grid")) ro.grid = 1;
+    else if (!strcmp(a, "--plan-json")) {
+      NEED_VALUE();
+      plan_json = val;
+    } else if (!strcmp(a, "--schedule-csv")) {
+      NEED_VALUE();
+      ro.csv_out = val;
+    } else if (!strcmp(a, "--load-schedule")) {
+      NEED_VALUE();
+      ro.csv_in = val;
+    } else if (!strcmp(a, "--schedule-svg")) {
+      NEED_VALUE();
+      ro.svg_out = val;
+    } else if (!strcmp(a, "--tflops")) {
+      NEED_VALUE();
+      char *end;
+      ro.tflops = strtod(val, &end);
+      if (*end || !(ro.tflops > 0) || ro.tflops > 1e6) return usage_error("--tflops needs a positive number, not '%s'", val);
+    }
     else if (!strcmp(a, "--world-size")) {
       NEED_VALUE();
       if (!parse_count(val, &opt.world_size) || opt.world_size < 1) return usage_error("--world-size needs a positive integer, not '%s'", val);
@@ -113,8 +155,18 @@ int main(int argc, char **argv) {
   if (!p) {
     fprintf(stderr, "pipec: %d error%s in %s\n", diag.errors, diag.errors == 1 ? "" : "s", file);
     status = 1;
-  } else if (dump) {
-    program_dump(stdout, p);
+  } else if (dump || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
+    if (dump) program_dump(stdout, p);
+    if (explain) cost_explain_partition(stdout, p);
+    if (dump_plan) plan_print(stdout, p);
+    if (plan_json) {
+      char err[512];
+      if (plan_write_json(plan_json, p, err, sizeof err)) {
+        fprintf(stderr, "pipec: error: %s\n", err);
+        status = 1;
+      }
+    }
+    if (!status && (ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out)) status = report_schedules(stdout, p, &ro);
   } else if (check) {
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     printf("%s: ok (model %s, %lld parameters, %d ranks: dp %d x tp %d x pp %d; checked in %.1f ms)\n", file, p->model_name,

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "compiler/cost.h"
 #include "compiler/sema.h"
 
 const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "looped_bfs", "zb1p", "zbv", "forward_only"};
@@ -301,7 +302,8 @@ static int from_ids(Sema *S, const Entry *e, Stage **out) {
 
 /* Contiguous stages minimising the slowest one: binary search on the
  * bottleneck with a greedy feasibility test, which is exact for contiguous
- * partitions. Modules that must share the first stage (everything up to the
+ * partitions. Costs are forward + backward FLOPs per token from the cost
+ * model (compiler/cost.c). Modules that must share the first stage (everything up to the
  * last input embedding) or the last (from the head on) move as one unit. */
 static int from_auto(Sema *S, int k, Loc loc, Stage **out) {
   Program *P = S->P;
@@ -318,7 +320,8 @@ static int from_auto(Sema *S, int k, Loc loc, Stage **out) {
   int64_t T = P->seq > 0 ? P->seq : 1024;
   for (int i = 0; i < n; i++) {
     if (i == 0 || (i > head && i <= tail)) ufirst[nu++] = i;
-    c[nu - 1] += module_flops_per_token(P->mods[i], T) + 1.0;
+    ModuleCost mc = cost_module(P->mods[i], T, P->precision);
+    c[nu - 1] += mc.fwd_flops + mc.bwd_flops;
   }
   ufirst[nu] = n;
   if (k > nu) {

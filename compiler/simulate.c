@@ -140,6 +140,12 @@ static void check_static(Sim *X) {
 SimResult schedule_simulate(const Schedule *s, const StageCost *costs, double comm_time) {
   SimResult R = {.ok = 1, .nranks = s->nranks};
   int p = s->nranks, S = s->nstages, m = s->nmb;
+  if (p <= 0 || S <= 0 || m <= 0) {
+    snprintf(R.error, sizeof R.error, "a schedule needs at least one rank, stage and microbatch");
+    R.ok = 0;
+    R.nranks = 0;
+    return R;
+  }
   Sim X = {.s = s, .res = &R, .S = S, .m = m};
   for (int r = 0; r < p; r++)
     for (int i = 0; i < s->rank[r].n; i++) {

@@ -33,6 +33,24 @@ check tutorial-params 0 "43883280 parameters" "$pipec" --check models/pipelining
 check error-count 1 "pipec: 1 error in" "$pipec" --check --world-size 7 models/gpt2.pipe
 check world-flag-vs-file 1 "world = 16 here, but --world-size 8 on the command line" "$pipec" --check --world-size 8 models/examples/libai-stage-ids.pipe
 check compile-not-yet 2 "has no code generator yet" "$pipec" models/gpt2.pipe -o /tmp/pipec-cli-out
+check csv-b-before-f 1 "b-before-f.csv: error: invalid schedule: rank 0, step 1 (0B0): comes before 0F0, which it needs" \
+  "$pipec" --load-schedule tests/csv/b-before-f.csv --dump-schedule models/gpt2-tiny.pipe
+check csv-missing-receive 1 "invalid schedule: rank 1, step 5 (1F1): missing receive: 1RECV_F1 must come first" \
+  "$pipec" --load-schedule tests/csv/missing-receive.csv --dump-schedule models/gpt2-tiny.pipe
+check csv-cyclic-wait 1 "deadlock (cyclic wait): rank 0 at step 3 (0RECV_B0) waits for rank 1 at step 1 (1RECV_F1) waits for rank 0" \
+  "$pipec" --load-schedule tests/csv/cyclic-wait.csv --dump-schedule models/gpt2-tiny.pipe
+check csv-own-1f1b 0 "rank 0: 0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0F2" \
+  "$pipec" --load-schedule tests/csv/own-1f1b.csv --dump-schedule models/gpt2-tiny.pipe
+check csv-missing-file 1 "cannot read schedule 'nope.csv'" "$pipec" --load-schedule nope.csv --dump-schedule models/gpt2-tiny.pipe
+tmp=$(mktemp -d)
+"$pipec" --schedule-csv "$tmp/zbv.csv" --dump-schedule tests/schedule/zbv.pipe > "$tmp/generated.txt"
+"$pipec" --load-schedule "$tmp/zbv.csv" --dump-schedule tests/schedule/zbv.pipe | sed 's/schedule from CSV/with the cost model/' > "$tmp/loaded.txt"
+check csv-round-trip 0 "" cmp "$tmp/generated.txt" "$tmp/loaded.txt"
+check svg 0 "" "$pipec" --schedule-svg "$tmp/s.svg" models/gpt2.pipe
+check svg-content 0 'xmlns="http://www.w3.org/2000/svg"' cat "$tmp/s.svg"
+check plan-json 0 "" "$pipec" --plan-json "$tmp/plan.json" models/gpt2.pipe
+check plan-json-content 0 '"world": 6' cat "$tmp/plan.json"
+rm -rf "$tmp"
 check import-dir 0 ": ok" "$pipec" --check --import-dir tests/good tests/good/custom-block.pipe
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -13,6 +13,23 @@ if(NOT PIPEC_FUZZ)
   add_executable(test_schedule tests/test_schedule.c)
   target_link_libraries(test_schedule PRIVATE pipec_front m)
   add_test(NAME schedules COMMAND test_schedule)
+  add_executable(test_schedule_io tests/test_schedule_io.c)
+  target_link_libraries(test_schedule_io PRIVATE pipec_front m)
+  add_test(NAME schedule-io COMMAND test_schedule_io)
+
+  # partition = auto: optimal bottleneck (brute force) and faster than even layers.
+  add_executable(test_partition tests/test_partition.c)
+  target_link_libraries(test_partition PRIVATE pipec_front m)
+  add_test(NAME partition COMMAND test_partition)
+
+  # The cost model: FLOPs, parameter and activation bytes of GPT-2 by hand.
+  add_executable(test_cost tests/test_cost.c)
+  target_link_libraries(test_cost PRIVATE pipec_front m)
+  add_test(NAME cost COMMAND test_cost ${CMAKE_CURRENT_SOURCE_DIR})
+  # --explain-partition and --dump-plan against outputs worked out by hand.
+  add_test(NAME explain-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/explain --explain-partition txt)
+  add_test(NAME schedule-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/schedule --dump-schedule txt)
+  add_test(NAME plan-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/plan --dump-plan txt)
 
   # Wrong files: exact diagnostics, exit status 1.
   add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
