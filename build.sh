@@ -44,8 +44,19 @@ case "${1:-}" in
     echo "== pipec $(build/pipec --version | cut -d' ' -f2): checking every model"
     for f in models/*.pipe models/examples/*.pipe; do build/pipec --check "$f"; done
     echo
-    echo "== the tiny GPT-2, as pipec sees it (pipec --dump-model models/gpt2-tiny.pipe)"
+    echo "== the tiny GPT-2, as pipec sees it (build/pipec --dump-model models/gpt2-tiny.pipe)"
     build/pipec --dump-model models/gpt2-tiny.pipe
+    echo
+    echo "== its stages (build/pipec --explain-partition models/gpt2-tiny.pipe)"
+    build/pipec --explain-partition models/gpt2-tiny.pipe
+    echo
+    echo "== its ranks (build/pipec --dump-plan models/gpt2-tiny.pipe)"
+    build/pipec --dump-plan models/gpt2-tiny.pipe
+    echo
+    echo "== GPT-2 small's 1F1B schedule on 3 pipeline ranks (build/pipec --schedule-grid models/gpt2.pipe)"
+    build/pipec --schedule-grid models/gpt2.pipe
+    build/pipec --schedule-svg build/gpt2-schedule.svg models/gpt2.pipe
+    echo "(also drawn in build/gpt2-schedule.svg)"
     ;;
   test)
     install_missing
