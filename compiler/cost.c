@@ -414,7 +414,7 @@ double cost_microbatch_tokens(const Program *p) {
 
 /* ---- --explain-partition ---- */
 
-static void fmt_count(char *b, size_t n, double x) {
+void cost_format_count(char *b, size_t n, double x) {
   const char *u = "";
   if (x >= 1e9) x /= 1e9, u = "B";
   else if (x >= 1e6) x /= 1e6, u = "M";
@@ -505,7 +505,7 @@ static void explain_pipeline(FILE *out, const Program *p, int k, int reps, doubl
     snprintf(r[2], CELL, "%d", o->last - o->first + 1);
     fmt_flops(r[3], CELL, o->fwd_flops * tokens);
     fmt_flops(r[4], CELL, o->bwd_flops * tokens);
-    fmt_count(r[5], CELL, (double)o->params);
+    cost_format_count(r[5], CELL, (double)o->params);
     fmt_bytes(r[6], CELL, o->param_bytes);
     fmt_bytes(r[7], CELL, o->act_bytes_per_token * tokens);
     double f = o->fwd_flops + o->bwd_flops;
@@ -570,7 +570,7 @@ static void explain_pipeline(FILE *out, const Program *p, int k, int reps, doubl
 
 void cost_explain_partition(FILE *out, const Program *p) {
   char pc[32], bs[32], tk[32], sq[32];
-  fmt_count(pc, sizeof pc, (double)p->nparams);
+  cost_format_count(pc, sizeof pc, (double)p->nparams);
   double tokens = cost_microbatch_tokens(p);
   int64_t mbs = 0;
   for (int i = 0; i < p->npipes; i++) mbs += p->pipes[i].microbatches;

@@ -121,4 +121,7 @@ double cost_microbatch_tokens(const Program *p);
  * microbatch — and the imbalance: slowest / mean stage fwd+bwd FLOPs. */
 void cost_explain_partition(FILE *out, const Program *p);
 
+/* 124439808 -> "124.44M", 5000 -> "5.00K", 12 -> "12". */
+void cost_format_count(char *buf, size_t n, double x);
+
 #endif

@@ -1,15 +1,8 @@
 /* dump.c — the checked program as text (pipec --dump-model). */
 #include <string.h>
 
+#include "compiler/cost.h"
 #include "compiler/frontend.h"
-
-static void human(char *buf, size_t n, double x) {
-  const char *u = "";
-  if (x >= 1e9) x /= 1e9, u = "B";
-  else if (x >= 1e6) x /= 1e6, u = "M";
-  else if (x >= 1e3) x /= 1e3, u = "K";
-  snprintf(buf, n, *u ? "%.2f%s" : "%.0f%s", x, u);
-}
 
 static void dump_module(FILE *out, const Module *m, int depth) {
   fprintf(out, "%*s%-*s %-18s", 2 * depth + 2, "", 28 - 2 * depth, m->name, m->kind);
@@ -34,7 +27,7 @@ static void dump_module(FILE *out, const Module *m, int depth) {
 
 void program_dump(FILE *out, const Program *p) {
   char buf[32];
-  human(buf, sizeof buf, (double)p->nparams);
+  cost_format_count(buf, sizeof buf, (double)p->nparams);
   fprintf(out, "model %s: %lld parameters (%s), %d top-level modules\n", p->model_name, (long long)p->nparams, buf, p->nmods);
   for (int i = 0; i < p->nmods; i++) dump_module(out, p->mods[i], 0);
   fprintf(out, "parallel: tp %d, dp %d, pp %d, virtual %d, order %c%c-%c%c-%c%c, world %d ranks\n", p->tp, p->dp, p->pp,
@@ -52,7 +45,7 @@ void program_dump(FILE *out, const Program *p) {
     for (int s = 0; s < pl->nstages; s++) {
       int64_t params = 0;
       for (int i = pl->stages[s].first; i <= pl->stages[s].last; i++) params += p->mods[i]->nparams;
-      human(buf, sizeof buf, (double)params);
+      cost_format_count(buf, sizeof buf, (double)params);
       fprintf(out, "  stage %d: %s", s, p->mods[pl->stages[s].first]->path);
       if (pl->stages[s].last > pl->stages[s].first) fprintf(out, " .. %s", p->mods[pl->stages[s].last]->path);
       fprintf(out, " (%d modules, %s params)\n", pl->stages[s].last - pl->stages[s].first + 1, buf);

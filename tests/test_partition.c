@@ -11,16 +11,8 @@
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
 #include "compiler/report.h"
+#include "tests/check.h"
 
-static int pass, failed;
-#define CHECK(cond, ...)                                                     \
-  do {                                                                       \
-    if (cond) pass++;                                                        \
-    else {                                                                   \
-      failed++;                                                              \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__), printf(__VA_ARGS__), printf("\n"); \
-    }                                                                        \
-  } while (0)
 
 static const char *model_fmt =
     "import \"nn\"\n"
@@ -114,6 +106,5 @@ int main(void) {
               depths[di], k, worst, best);
       }
   arena_free(&a);
-  printf("%d passed, %d failed\n", pass, failed);
-  return failed != 0;
+  return check_summary();
 }

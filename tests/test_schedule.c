@@ -13,20 +13,8 @@
 
 #include "compiler/frontend.h"
 #include "lib/schedule.h"
+#include "tests/check.h"
 
-static int pass, failed;
-#define CHECK(cond, ...)                                 \
-  do {                                                   \
-    if (cond) pass++;                                    \
-    else {                                               \
-      failed++;                                          \
-      if (failed < 30) {                                 \
-        printf("FAIL %s:%d: ", __FILE__, __LINE__);      \
-        printf(__VA_ARGS__);                             \
-        printf("\n");                                    \
-      }                                                  \
-    }                                                    \
-  } while (0)
 
 static SimResult run(int kind, int p, int v, int m, Schedule **out) {
   char err[256];
@@ -161,6 +149,5 @@ int main(void) {
   text_form();
   broken();
   grid();
-  printf("%d passed, %d failed\n", pass, failed);
-  return failed != 0;
+  return check_summary();
 }

@@ -11,20 +11,8 @@
 
 #include "lib/schedule.h"
 #include "lib/schedule_io.h"
+#include "tests/check.h"
 
-static int pass, failed;
-#define CHECK(cond, ...)                            \
-  do {                                              \
-    if (cond) pass++;                               \
-    else {                                          \
-      failed++;                                     \
-      if (failed < 40) {                            \
-        printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-        printf(__VA_ARGS__);                        \
-        printf("\n");                               \
-      }                                             \
-    }                                               \
-  } while (0)
 
 /* ---- helpers ---- */
 
@@ -583,6 +571,5 @@ int main(void) {
   malformed();
   svg();
   grid();
-  printf("%d passed, %d failed\n", pass, failed);
-  return failed != 0;
+  return check_summary();
 }
