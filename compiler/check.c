@@ -671,6 +671,7 @@ static Module *instantiate(Sema *S, const char *local, const char *path, const V
   for (int k = 0; k < m->nkids; k++) m->nparams += m->kids[k]->nparams;
   /* a block's forward is checked once, with its first instance's values */
   m->forward = fwd ? fwd : default_block_forward(S, m);
+  m->values = sc;
   if (fwd && sema_reported_once(S, fwd->loc))
     check_forward(S, fwd, m->kids, m->nkids, (const char *const *)groups.items, sc, 0, bd->name);
   return m;
@@ -766,6 +767,7 @@ void sema_check_model(Sema *S) {
   }
   int errs = S->D->errors;
   P->forward = fwd ? fwd : default_model_forward(S, P->mods, P->nmods, me->end_loc);
+  P->values = S->model_scope;
   if (S->D->errors != errs) return;
   check_forward(S, P->forward, P->mods, P->nmods, (const char *const *)groups.items, S->model_scope, 1, me->name);
   int nloss = 0;

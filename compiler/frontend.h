@@ -85,6 +85,7 @@ typedef struct Module {
   Loc tie_loc;
   int role;           /* top-level modules: ROLE_* bits from the model's forward */
   const Entry *forward; /* the block's forward (E_FORWARD), synthesized if absent */
+  const struct Scope *values; /* the block's hyper-parameters, as this instance evaluated them */
   struct Module **kids;
   int nkids;
   int64_t nparams;  /* parameters owned (a tied weight counts once, at its owner) */
@@ -119,6 +120,7 @@ typedef struct Program {
   int nmods;
   int64_t nparams;
   const Entry *forward; /* the model's forward, explicit or synthesized */
+  const struct Scope *values; /* the model's hyper-parameters */
 
   /* parallel */
   int tp, dp, pp, virtual_stages;

@@ -9,6 +9,7 @@
 
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
+#include "compiler/opgraph.h"
 #include "compiler/plan.h"
 #include "compiler/report.h"
 #include "version.h"
@@ -24,6 +25,7 @@ static void usage(FILE *out) {
         "  --dump-model         print the checked model: modules, parameters, stages\n"
         "  --explain-partition  print each stage's modules, FLOPs, parameter and\n"
         "                       activation bytes, and the imbalance (slowest / mean)\n"
+        "  --dump-ops           print the forward and backward operations (I and W)\n"
         "  --dump-plan          print the rank layout and the tp, dp, pp and tied groups\n"
         "  --plan-json FILE     write the rank plan as JSON to FILE\n"
         "  --dump-schedule      print the schedule IR of every rank, and its simulation:\n"
@@ -69,7 +71,7 @@ static int parse_count(const char *s, int *out) {
 
 int main(int argc, char **argv) {
   const char *file = NULL, *outdir = NULL;
-  int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0;
+  int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0;
   const char *plan_json = NULL;
   ReportOptions ro = {.tflops = 100, .color = isatty(1) && !getenv("NO_COLOR")};
   FrontendOptions opt = {0};
@@ -103,6 +105,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--dump-model")) dump = 1;
     else if (!strcmp(a, "--explain-partition")) explain = 1;
     else if (!strcmp(a, "--dump-plan")) dump_plan = 1;
+    else if (!strcmp(a, "--dump-ops")) dump_ops = 1;
     else if (!strcmp(a, "--dump-schedule")) ro.dump = 1;
     else if (!strcmp(a, "--schedule-grid")) ro.grid = 1;
     else if (!strcmp(a, "--plan-json")) {
@@ -151,13 +154,16 @@ int main(int argc, char **argv) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   Program *p = pipe_frontend(&arena, &diag, file, NULL, 0, &opt);
+  OpGraph *ops = p ? opgraph_build(&arena, &diag, p) : NULL; /* widths through every forward */
+  if (!ops) p = NULL;
   clock_gettime(CLOCK_MONOTONIC, &t1);
   int status = 0;
   if (!p) {
     fprintf(stderr, "pipec: %d error%s in %s\n", diag.errors, diag.errors == 1 ? "" : "s", file);
     status = 1;
-  } else if (dump || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
+  } else if (dump || dump_ops || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
     if (dump) program_dump(stdout, p);
+    if (dump_ops) opgraph_dump(stdout, ops, p);
     if (explain) cost_explain_partition(stdout, p);
     if (dump_plan) plan_print(stdout, p);
     if (plan_json) {

@@ -51,6 +51,11 @@ check svg-content 0 'xmlns="http://www.w3.org/2000/svg"' cat "$tmp/s.svg"
 check plan-json 0 "" "$pipec" --plan-json "$tmp/plan.json" models/gpt2.pipe
 check plan-json-content 0 '"world": 6' cat "$tmp/plan.json"
 rm -rf "$tmp"
+# the op graph traces the forward and must find exactly the parameters the front end declared
+for m in gpt2 gpt2-medium gpt2-large gpt2-xl pipelining-tutorial examples/llama-tiny; do
+  n=$("$pipec" --check models/$m.pipe | sed -n 's/.*, \([0-9]*\) parameters.*/\1/p')
+  check "ops-params-$m" 0 "($n values)" "$pipec" --dump-ops models/$m.pipe
+done
 check import-dir 0 ": ok" "$pipec" --check --import-dir tests/good tests/good/custom-block.pipe
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

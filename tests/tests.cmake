@@ -29,6 +29,7 @@ if(NOT PIPEC_FUZZ)
   # --explain-partition and --dump-plan against outputs worked out by hand.
   add_test(NAME explain-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/explain --explain-partition txt)
   add_test(NAME schedule-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/schedule --dump-schedule txt)
+  add_test(NAME ops-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/ops --dump-ops txt)
   add_test(NAME plan-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/plan --dump-plan txt)
 
   # Wrong files: exact diagnostics, exit status 1.

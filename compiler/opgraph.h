@@ -1,0 +1,94 @@
+/* opgraph.h — the model as operations on tensors, forward and backward.
+ *
+ * Contract: opgraph_build() expands the checked Program's forward (blocks
+ * inlined, groups unrolled) into a flat list of primitive operations on 2-D
+ * tensors of N = B*T rows (token ids are 1 column of int32), inferring every
+ * tensor's width and reporting a mismatch at the .pipe expression that
+ * causes it. Reverse-mode autodiff then appends the backward, split as the
+ * zero-bubble schedules need it: phase I (gradients for the inputs, on the
+ * critical path) and phase W (gradients for the weights, which can wait).
+ * Each operation remembers its top-level module (for stage slicing) and its
+ * module path (for readable kernels and errors).
+ */
+#ifndef PIPEC_OPGRAPH_H
+#define PIPEC_OPGRAPH_H
+#include "compiler/frontend.h"
+
+typedef enum {
+  /* forward */
+  OP_POSITIONS,  /* out[i] = i % T (int) */
+  OP_EMBEDDING,  /* out = W[in0] */
+  OP_MATMUL,     /* out = in0 @ W[row0:row0+rows]^T + b[row0:...] */
+  OP_LAYERNORM,  /* out = ln(in0); saves stats */
+  OP_RMSNORM,
+  OP_ATTENTION,  /* out (dim) = attention core over in0 = packed q|k|v, or in0 = q and in1 = k|v */
+  OP_ACT,        /* out = act(in0) */
+  OP_ADD,        /* out = in0 + in1 */
+  OP_SUB,        /* out = in0 - in1 */
+  OP_MUL,        /* out = in0 * in1 */
+  OP_SCALE,      /* out = in0 * scalar */
+  OP_DROPOUT,    /* out = dropout(in0, p) */
+  OP_SOFTMAX,
+  OP_XENT,       /* out (1) = cross-entropy(in0 logits, in1 targets) per row */
+  /* backward */
+  OP_XENT_BWD,       /* out = dlogits of in0 (logits), in1 (targets) */
+  OP_MATMUL_BWD_X,   /* out = in0 (dy) @ W */
+  OP_MATMUL_BWD_W,   /* dW += in0^T (dy) @ in1 (x); db += sum dy */
+  OP_EMBEDDING_BWD,  /* dW += scatter in0 (dy) by in1 (ids) */
+  OP_NORM_BWD_X,     /* out = dx of layernorm/rmsnorm: in0 dy, in1 x */
+  OP_NORM_BWD_W,     /* dweight, dbias += from in0 dy, in1 x */
+  OP_ATTENTION_BWD,  /* out = d(in1 qkv), from in0 dy; out2 = d(in2 kv) for cross */
+  OP_ACT_BWD,        /* out = in0 (dy) * act'(in1 x) */
+  OP_DROPOUT_BWD,
+  OP_SOFTMAX_BWD,    /* out = from in0 dy and in1 y */
+  OP_KIND_COUNT
+} OpKind;
+
+typedef enum { PHASE_F, PHASE_I, PHASE_W } OpPhase;
+
+typedef struct OgTensor {
+  int width;        /* columns; rows are the microbatch's tokens */
+  int is_int;       /* token ids / positions */
+  int producer;     /* op index, -1 for inputs */
+  const char *what; /* "layers.0.ln_1", "d(layers.0.ln_1)" */
+} OgTensor;
+
+typedef struct OgParam {
+  const char *name; /* "layers.0.attn.c_attn.weight" */
+  int64_t rows, cols; /* cols 0 for a vector */
+  const Module *mod;
+} OgParam;
+
+typedef struct OgOp {
+  OpKind kind;
+  OpPhase phase;
+  int in[3], nin;
+  int out, out2;      /* tensors; out2: the second output of cross-attention backward */
+  int weight, bias;   /* params, -1 if none */
+  int row0, rows;     /* weight rows used by OP_MATMUL (a slice for cross-attention) */
+  int act;            /* KAct for OP_ACT */
+  double scalar;      /* OP_SCALE factor; dropout p; norm eps */
+  int heads, kv_heads, causal;
+  int top;            /* index of the top-level module this op belongs to */
+  int fwd;            /* backward ops: the forward op they differentiate */
+  const Module *mod;  /* the primitive module, NULL for tensor arithmetic */
+  Loc loc;            /* where the .pipe source asks for it */
+} OgOp;
+
+typedef struct OpGraph {
+  OgTensor *t;
+  int nt;
+  OgOp *op;
+  int nop, nfwd;      /* ops [0, nfwd) are the forward */
+  OgParam *param;
+  int nparam;
+  int tokens, targets, loss, output; /* tensors; -1 if absent. output: the forward's result */
+} OpGraph;
+
+/* Builds forward and (when the model has a loss) backward. Errors go to
+ * diag at their .pipe location; NULL when there was any. */
+OpGraph *opgraph_build(Arena *a, Diag *d, const Program *p);
+void opgraph_dump(FILE *out, const OpGraph *g, const Program *p);
+extern const char *const op_names[OP_KIND_COUNT];
+
+#endif
