@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 here=$(pwd)
 
 # Debian packages the build and the tests need.
-packages=(cmake ninja-build gcc clang libclang-rt-14-dev flex bison)
+packages=(cmake ninja-build gcc clang libclang-rt-14-dev flex bison libopenblas-dev)
 
 install_missing() {
   local missing=()

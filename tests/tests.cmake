@@ -32,6 +32,11 @@ if(NOT PIPEC_FUZZ)
   add_test(NAME ops-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/ops --dump-ops txt)
   add_test(NAME plan-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/plan --dump-plan txt)
 
+  # Autodiff on whole models against finite differences, run by the CPU executor.
+  add_executable(test_autodiff tests/test_autodiff.c)
+  target_link_libraries(test_autodiff PRIVATE pipec_rt)
+  add_test(NAME autodiff COMMAND test_autodiff)
+
   # Wrong files: exact diagnostics, exit status 1.
   add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
   # Right files: each asserts what pipec --dump-model must print.
