@@ -9,6 +9,9 @@
  *   PyTorch; qkv (B*T, 3C) with columns q | k | v, head h at h*C/NH.
  * Every backward ACCUMULATES (+=) into parameter gradients (dweight, dbias,
  * dwte, dwpe) and WRITES (=) input gradients, unless its comment says so.
+ * Elementwise ops, activations, dropout, scale and softmax may run in place
+ * (out == inp); dlogits may be the logits buffer. Parameter-gradient sums
+ * are split by column, so results are the same bits for any thread count.
  */
 #ifndef PIPEC_KERNELS_H
 #define PIPEC_KERNELS_H
@@ -52,7 +55,10 @@ void k_accumulate(float *dst, const float *src, long n);                 /* dst 
 
 /* dropout with a counter-based RNG (Philox-4x32-10): element i of a call
  * with (seed, offset) keeps with probability 1-p and scales by 1/(1-p);
- * the same (seed, offset, i) gives the same mask on CPU and GPU */
+ * the same (seed, offset, i) gives the same mask on CPU and GPU. offset
+ * counts Philox calls (4 elements each): counter = (lo32(g), hi32(g), 0, 0)
+ * with g = offset + i/4, key = (lo32(seed), hi32(seed)), word i%4, keep iff
+ * word >= p * 2^32. A following call starts at offset + ceil(n/4). */
 void k_dropout_forward(float *out, const float *inp, long n, float p, uint64_t seed, uint64_t offset);
 void k_dropout_backward(float *dinp, const float *dout, long n, float p, uint64_t seed, uint64_t offset);
 
@@ -63,7 +69,8 @@ void k_softmax_backward(float *dinp, const float *dout, const float *out, int N,
 /* multi-head attention with online softmax (the T x T matrix is never
  * stored): q (B, T, NH, HS), k and v (B, Tk, NH_kv, HS) read from strided
  * rows; out (B*T, C); lse (B, NH, T) log-sum-exp saved for backward.
- * q_stride etc. are the row strides in floats (3C for a packed qkv). */
+ * q_stride etc. are the row strides in floats (3C for a packed qkv); dout
+ * has out_stride. causal needs Tk == T (query t sees keys 0..t). */
 typedef struct KAttn {
   int B, T, Tk, NH, NH_kv, HS;
   int causal;
@@ -89,7 +96,9 @@ void k_adamw(float *param, const float *grad, float *m, float *v, long n, float 
 double k_sumsq(const float *x, long n);
 void k_scale(float *x, long n, float s);
 
-/* Threads used by the kernels (OpenMP); 0 = the OpenMP default. */
+/* Threads used by the kernels (OpenMP); 0 = the OpenMP default. GEMMs are
+ * split over these threads, each part a single-threaded BLAS call, so the
+ * BLAS's own pool stays at 1 thread (two spinning pools fight for cores). */
 void k_set_threads(int n);
 
 #endif

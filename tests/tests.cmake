@@ -32,6 +32,11 @@ if(NOT PIPEC_FUZZ)
   add_test(NAME ops-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/ops --dump-ops txt)
   add_test(NAME plan-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/plan --dump-plan txt)
 
+  # Every CPU kernel against a double-precision reference and finite differences.
+  add_executable(test_kernels tests/test_kernels.c tests/ref_ops.c)
+  target_link_libraries(test_kernels PRIVATE pipec_rt)
+  add_test(NAME kernels COMMAND test_kernels)
+
   # Autodiff on whole models against finite differences, run by the CPU executor.
   add_executable(test_autodiff tests/test_autodiff.c)
   target_link_libraries(test_autodiff PRIVATE pipec_rt)
