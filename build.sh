@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 here=$(pwd)
 
 # Debian packages the build and the tests need.
-packages=(cmake ninja-build gcc clang libclang-rt-14-dev flex bison libopenblas-dev)
+packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev flex bison libopenblas-dev python3 python3-numpy)
 
 install_missing() {
   local missing=()
@@ -65,7 +65,7 @@ case "${1:-}" in
     (cd build && ctest --output-on-failure -j "$jobs")
     echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
     configure_build build-asan -DPIPEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs")
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs" -LE cuda)
     echo "== front-end fuzzing (libFuzzer + ASan + UBSan)"
     CC=clang configure_build build-fuzz -DPIPEC_FUZZ=ON -DPIPEC_SANITIZE=ON
     (cd build-fuzz && ctest --output-on-failure -R fuzz)

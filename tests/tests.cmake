@@ -36,11 +36,36 @@ if(NOT PIPEC_FUZZ)
   add_executable(test_kernels tests/test_kernels.c tests/ref_ops.c)
   target_link_libraries(test_kernels PRIVATE pipec_rt)
   add_test(NAME kernels COMMAND test_kernels)
+  # OpenMP threads sleep rather than spin while waiting, so tests running side
+  # by side on 2 cores do not starve each other
+  set_tests_properties(kernels PROPERTIES ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
+
+  # The CUDA kernels: NVRTC compiles every one for sm_80, sm_90 and PTX (no GPU
+  # needed), and the disk cache works; then a CPU emulator of the CUDA
+  # threads runs them against a NumPy float64 reference. Labelled `cuda`
+  # (the sanitizer pass skips them: NVRTC is not our code).
+  if(PIPEC_HAVE_CUDA)
+    add_executable(test_nvrtc tests/test_nvrtc.c)
+    target_link_libraries(test_nvrtc PRIVATE pipec_front)
+    file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/cuda-modules)
+    add_test(NAME nvrtc COMMAND test_nvrtc ${CMAKE_CURRENT_SOURCE_DIR}/kernels ${CMAKE_CURRENT_BINARY_DIR}/cuda-modules)
+    set_tests_properties(nvrtc PROPERTIES ENVIRONMENT "PIPEC_REQUIRE_NVRTC=1;PIPEC_CUDA_HOME=${PIPEC_CUDA_HOME}"
+                         FIXTURES_SETUP cuda_modules LABELS cuda)
+    # the Debian interpreter, where python3-numpy installs (build.sh installs both)
+    if(NOT Python3_EXECUTABLE AND EXISTS /usr/bin/python3)
+      set(Python3_EXECUTABLE /usr/bin/python3)
+    endif()
+    find_package(Python3 REQUIRED COMPONENTS Interpreter NumPy)
+    add_test(NAME cuda-kernels-emulated
+             COMMAND sh -c "sh '${PIPEC_TESTS}/gpu/emulator/build.sh' '${CMAKE_CURRENT_BINARY_DIR}/cuda-emu' >/dev/null && PIPEC_LIBCUDA='${CMAKE_CURRENT_BINARY_DIR}/cuda-emu/libcuda-emu.so' '${Python3_EXECUTABLE}' '${PIPEC_TESTS}/gpu/check_kernels.py' '${CMAKE_CURRENT_BINARY_DIR}/cuda-modules' --small")
+    set_tests_properties(cuda-kernels-emulated PROPERTIES FIXTURES_REQUIRED cuda_modules LABELS cuda)
+  endif()
 
   # Autodiff on whole models against finite differences, run by the CPU executor.
   add_executable(test_autodiff tests/test_autodiff.c)
   target_link_libraries(test_autodiff PRIVATE pipec_rt)
   add_test(NAME autodiff COMMAND test_autodiff)
+  set_tests_properties(autodiff PROPERTIES ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
 
   # Wrong files: exact diagnostics, exit status 1.
   add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
