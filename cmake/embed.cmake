@@ -1,15 +1,23 @@
 # Turns each file in FILES into a C byte array in OUT:
-#   const PipeStdlibFile pipe_stdlib[] = {{"nn", bytes, len}, ..., {0}};
+#   const PipeStdlibFile TABLE[] = {{"nn", bytes, len}, ..., {0}};
+# (TABLE defaults to pipe_stdlib; names are the file names without extension)
+if(NOT TABLE)
+  set(TABLE pipe_stdlib)
+endif()
+if(GLOB)  # a pattern instead of a list: -DGLOB=/path/kernels/*.cuh
+  file(GLOB FILES ${GLOB})
+  list(SORT FILES)
+endif()
 set(body "#include <stddef.h>\n#include \"compiler/frontend.h\"\n")
-set(table "const PipeStdlibFile pipe_stdlib[] = {\n")
+set(table "const PipeStdlibFile ${TABLE}[] = {\n")
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME_WE)
   file(READ ${f} hex HEX)
   string(LENGTH "${hex}" hexlen)
   math(EXPR len "${hexlen} / 2")
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
-  string(APPEND body "static const char stdlib_${name}[] = {${bytes} 0};\n")
-  string(APPEND table "  {\"${name}\", stdlib_${name}, ${len}},\n")
+  string(APPEND body "static const char ${TABLE}_${name}[] = {${bytes} 0};\n")
+  string(APPEND table "  {\"${name}\", ${TABLE}_${name}, ${len}},\n")
 endforeach()
 string(APPEND table "  {0, 0, 0},\n};\n")
 file(WRITE ${OUT} "${body}${table}")

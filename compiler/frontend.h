@@ -45,6 +45,7 @@ typedef struct PipeStdlibFile {
   long len;
 } PipeStdlibFile;
 extern const PipeStdlibFile pipe_stdlib[];
+extern const PipeStdlibFile pipe_cuda_headers[]; /* the .cuh files of kernels/ */
 
 /* ---- modules ---- */
 typedef enum {

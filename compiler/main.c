@@ -9,7 +9,9 @@
 
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
+#include "compiler/kernels_emit.h"
 #include "compiler/opgraph.h"
+#include "lib/nvrtc.h"
 #include "compiler/plan.h"
 #include "compiler/report.h"
 #include "version.h"
@@ -26,6 +28,9 @@ static void usage(FILE *out) {
         "  --explain-partition  print each stage's modules, FLOPs, parameter and\n"
         "                       activation bytes, and the imbalance (slowest / mean)\n"
         "  --dump-ops           print the forward and backward operations (I and W)\n"
+        "  --dump-kernels       print the kernels the operations fuse into\n"
+        "  --emit kernels DIR   write the model's CUDA C to DIR/MODEL.cu and compile it\n"
+        "                       with NVRTC for sm_80, sm_90 and PTX (cached on disk)\n"
         "  --dump-plan          print the rank layout and the tp, dp, pp and tied groups\n"
         "  --plan-json FILE     write the rank plan as JSON to FILE\n"
         "  --dump-schedule      print the schedule IR of every rank, and its simulation:\n"
@@ -69,9 +74,68 @@ static int parse_count(const char *s, int *out) {
   return 1;
 }
 
+/* --emit kernels DIR: the CUDA C, then cubins for sm_80 and sm_90 and PTX. */
+static int emit_cuda(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.cu", dir, p->model_name);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "pipec: error: cannot write '%s' (does the folder exist?)\n", path);
+    return 1;
+  }
+  int n = kernels_emit_cuda(f, kp, g, p);
+  if (fclose(f)) {
+    fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
+    return 1;
+  }
+  printf("%s: %d kernels\n", path, n);
+  char why[256];
+  if (!nvrtc_available(why, sizeof why)) {
+    printf("NVRTC is not available (%s): wrote the CUDA C only\n", why);
+    return 0;
+  }
+  f = fopen(path, "rb");
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *src = malloc((size_t)len + 1);
+  size_t got = fread(src, 1, (size_t)len, f);
+  src[got] = 0;
+  fclose(f);
+  static const char *const archs[] = {"sm_80", "sm_90", "compute_90"};
+  int status = 0;
+  for (int i = 0; i < 3 && !status; i++) {
+    NvrtcOutput out = {0};
+    char log[16384];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char name[256];
+    snprintf(name, sizeof name, "%s.cu", p->model_name);
+    int rc = nvrtc_compile_cached(name, src, archs[i], NULL, &out, log, sizeof log);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc) {
+      fprintf(stderr, "pipec: error: NVRTC could not compile %s for %s:\n%s\n", path, archs[i], log);
+      status = 1;
+      break;
+    }
+    snprintf(path, sizeof path, "%s/%s.%s.%s", dir, p->model_name, archs[i], out.is_ptx ? "ptx" : "cubin");
+    FILE *o = fopen(path, "wb");
+    if (!o || fwrite(out.data, 1, out.size, o) != out.size || fclose(o)) {
+      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
+      status = 1;
+    } else
+      printf("%s: %zu bytes, %s in %.2f s\n", path, out.size, out.from_cache ? "from the cache" : "compiled",
+             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    nvrtc_output_free(&out);
+  }
+  free(src);
+  return status;
+}
+
 int main(int argc, char **argv) {
   const char *file = NULL, *outdir = NULL;
-  int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0;
+  int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0, dump_kernels = 0;
+  const char *emit_kernels = NULL;
   const char *plan_json = NULL;
   ReportOptions ro = {.tflops = 100, .color = isatty(1) && !getenv("NO_COLOR")};
   FrontendOptions opt = {0};
@@ -106,6 +170,13 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--explain-partition")) explain = 1;
     else if (!strcmp(a, "--dump-plan")) dump_plan = 1;
     else if (!strcmp(a, "--dump-ops")) dump_ops = 1;
+    else if (!strcmp(a, "--dump-kernels")) dump_kernels = 1;
+    else if (!strcmp(a, "--emit")) {
+      NEED_VALUE();
+      if (strcmp(val, "kernels")) return usage_error("--emit takes 'kernels', not '%s'", val);
+      if (i + 1 >= argc) return usage_error("%s", "--emit kernels needs a folder");
+      emit_kernels = argv[++i];
+    }
     else if (!strcmp(a, "--dump-schedule")) ro.dump = 1;
     else if (!strcmp(a, "--schedule-grid")) ro.grid = 1;
     else if (!strcmp(a, "--plan-json")) {
@@ -161,9 +232,14 @@ int main(int argc, char **argv) {
   if (!p) {
     fprintf(stderr, "pipec: %d error%s in %s\n", diag.errors, diag.errors == 1 ? "" : "s", file);
     status = 1;
-  } else if (dump || dump_ops || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
+  } else if (dump || dump_ops || dump_kernels || emit_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
     if (dump) program_dump(stdout, p);
     if (dump_ops) opgraph_dump(stdout, ops, p);
+    if (dump_kernels || emit_kernels) {
+      KernelPlan *kp = kernels_fuse(&arena, ops, p);
+      if (dump_kernels) kernels_dump(stdout, kp, ops, p);
+      if (emit_kernels && emit_cuda(emit_kernels, kp, ops, p)) status = 1;
+    }
     if (explain) cost_explain_partition(stdout, p);
     if (dump_plan) plan_print(stdout, p);
     if (plan_json) {

@@ -29,6 +29,7 @@ if(NOT PIPEC_FUZZ)
   # --explain-partition and --dump-plan against outputs worked out by hand.
   add_test(NAME explain-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/explain --explain-partition txt)
   add_test(NAME schedule-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/schedule --dump-schedule txt)
+  add_test(NAME kernel-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/kernels --dump-kernels txt)
   add_test(NAME ops-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/ops --dump-ops txt)
   add_test(NAME plan-files COMMAND sh ${PIPEC_TESTS}/run_golden.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/plan --dump-plan txt)
 
@@ -59,6 +60,10 @@ if(NOT PIPEC_FUZZ)
     add_test(NAME cuda-kernels-emulated
              COMMAND sh -c "sh '${PIPEC_TESTS}/gpu/emulator/build.sh' '${CMAKE_CURRENT_BINARY_DIR}/cuda-emu' >/dev/null && PIPEC_LIBCUDA='${CMAKE_CURRENT_BINARY_DIR}/cuda-emu/libcuda-emu.so' '${Python3_EXECUTABLE}' '${PIPEC_TESTS}/gpu/check_kernels.py' '${CMAKE_CURRENT_BINARY_DIR}/cuda-modules' --small")
     set_tests_properties(cuda-kernels-emulated PROPERTIES FIXTURES_REQUIRED cuda_modules LABELS cuda)
+    # every model's generated kernels compile for sm_80, sm_90 and PTX
+    add_test(NAME emit-kernels COMMAND sh ${PIPEC_TESTS}/emit_kernels.sh $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR}
+                                          ${CMAKE_CURRENT_BINARY_DIR}/emitted-kernels)
+    set_tests_properties(emit-kernels PROPERTIES LABELS cuda ENVIRONMENT "PIPEC_CUDA_HOME=${PIPEC_CUDA_HOME}")
   endif()
 
   # Autodiff on whole models against finite differences, run by the CPU executor.

@@ -1,0 +1,365 @@
+/* kernels_emit.c — see kernels_emit.h. */
+#include "compiler/kernels_emit.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+static const char *const act_c[] = {"PIPEC_ACT_GELU_TANH", "PIPEC_ACT_GELU_ERF", "PIPEC_ACT_RELU", "PIPEC_ACT_SILU"};
+
+typedef struct F {
+  Arena *A;
+  const OpGraph *g;
+  int *uses;          /* per tensor: ops that read it (forward and backward) */
+  int *consumer;      /* per tensor: the last op that read it */
+  unsigned char *done;
+  PtrVec k;
+  int fused_ops;
+} F;
+
+static FusedKernel *add(F *f, const char *kind, int op, int library, const char *sigfmt, ...) __attribute__((format(printf, 5, 6)));
+static FusedKernel *add(F *f, const char *kind, int op, int library, const char *sigfmt, ...) {
+  FusedKernel *k = arena_alloc(f->A, sizeof *k);
+  char buf[256];
+  va_list ap;
+  va_start(ap, sigfmt);
+  vsnprintf(buf, sizeof buf, sigfmt, ap);
+  va_end(ap);
+  k->kind = kind, k->first_op = op, k->library = library;
+  k->sig = arena_printf(f->A, "%s %s", kind, buf);
+  k->ops = arena_alloc(f->A, sizeof(int) * 8);
+  k->ops[k->nops++] = op;
+  f->done[op] = 1;
+  ptrvec_push(f->A, &f->k, k);
+  return k;
+}
+static void cover(F *f, FusedKernel *k, int op) {
+  if (k->nops < 8) k->ops[k->nops++] = op;
+  f->done[op] = 1;
+  f->fused_ops++;
+}
+
+static int is_elementwise(const OgOp *o) {
+  return o->kind == OP_ACT || o->kind == OP_ADD || o->kind == OP_SUB || o->kind == OP_MUL || o->kind == OP_SCALE;
+}
+
+/* The expression of op `i` over chain inputs; inputs are collected in `in`. */
+static char *expr_of(F *f, int i, int *in, int *nin, const int *chain, int nchain) {
+  const OgOp *o = &f->g->op[i];
+  char *x[2] = {0};
+  for (int k = 0; k < o->nin && k < 2; k++) {
+    int t = o->in[k], prod = -1;
+    for (int c = 0; c < nchain; c++)
+      if (f->g->op[chain[c]].out == t) prod = chain[c];
+    if (prod >= 0) x[k] = expr_of(f, prod, in, nin, chain, nchain);
+    else {
+      int j = 0;
+      while (j < *nin && in[j] != t) j++;
+      if (j == *nin) in[(*nin)++] = t;
+      x[k] = arena_printf(f->A, "a%d", j);
+    }
+  }
+  switch (o->kind) {
+  case OP_ACT: return arena_printf(f->A, "act_forward(%s, %s)", x[0], act_c[o->act]);
+  case OP_ADD: return arena_printf(f->A, "(%s + %s)", x[0], x[1]);
+  case OP_SUB: return arena_printf(f->A, "(%s - %s)", x[0], x[1]);
+  case OP_MUL: return arena_printf(f->A, "(%s * %s)", x[0], x[1]);
+  case OP_SCALE: return arena_printf(f->A, "(%s * %.9gf)", x[0], o->scalar);
+  default: return arena_strdup(f->A, "0.f");
+  }
+}
+
+KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
+  F f = {.A = a, .g = g};
+  f.uses = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1));
+  f.consumer = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1));
+  f.done = arena_alloc(a, (size_t)g->nop + 1);
+  for (int i = 0; i < g->nop; i++)
+    for (int k = 0; k < g->op[i].nin; k++) f.uses[g->op[i].in[k]]++, f.consumer[g->op[i].in[k]] = i;
+  const char *prec = p->precision;
+  for (int i = 0; i < g->nop; i++) {
+    if (f.done[i]) continue;
+    const OgOp *o = &g->op[i];
+    int w = o->out >= 0 ? g->t[o->out].width : 0;
+    FusedKernel *k;
+    switch (o->kind) {
+    case OP_EMBEDDING: {
+      /* tokens -> wte, positions -> wpe, their sum: one kernel */
+      int pos = -1, e2 = -1, sum = -1;
+      for (int j = i + 1; j < g->nfwd && sum < 0; j++) {
+        const OgOp *q = &g->op[j];
+        if (q->kind == OP_POSITIONS && q->in[0] == o->in[0]) pos = j;
+        else if (pos >= 0 && q->kind == OP_EMBEDDING && q->in[0] == g->op[pos].out && g->t[q->out].width == w) e2 = j;
+        else if (e2 >= 0 && q->kind == OP_ADD && ((q->in[0] == o->out && q->in[1] == g->op[e2].out) || (q->in[1] == o->out && q->in[0] == g->op[e2].out)))
+          sum = j;
+      }
+      int fuse = sum >= 0 && f.uses[o->out] == 1 && f.uses[g->op[e2].out] == 1;
+      k = add(&f, "embedding_fwd", i, 0, "C=%d wpe=%d %s", w, fuse, prec);
+      if (fuse) cover(&f, k, pos), cover(&f, k, e2), cover(&f, k, sum);
+      break;
+    }
+    case OP_POSITIONS: add(&f, "positions", i, 0, "%s", prec); break;
+    case OP_MATMUL: {
+      add(&f, "gemm", i, 1, "N x %d <- %d", o->rows, (int)g->param[o->weight].cols);
+      int c = f.consumer[o->out];
+      int act_next = f.uses[o->out] == 2 && g->op[c].kind == OP_ACT_BWD; /* the act and its backward read it */
+      int actop = -1;
+      for (int j = i + 1; act_next && j < g->nfwd; j++)
+        if (g->op[j].kind == OP_ACT && g->op[j].in[0] == o->out) actop = j;
+      if (o->bias >= 0 && actop >= 0) {
+        k = add(&f, "bias_act_fwd", i, 0, "OC=%d act=%d %s", o->rows, g->op[actop].act, prec);
+        f.done[i] = 1;
+        cover(&f, k, actop);
+        k->ops[0] = actop, k->first_op = i;
+      } else if (o->bias >= 0)
+        add(&f, "bias_fwd", i, 0, "OC=%d %s", o->rows, prec);
+      break;
+    }
+    case OP_ADD:
+      if (o->phase == PHASE_F) {
+        int ln = -1;
+        for (int j = i + 1; j < g->nfwd && ln < 0; j++)
+          if ((g->op[j].kind == OP_LAYERNORM) && g->op[j].in[0] == o->out) ln = j;
+        if (ln >= 0) {
+          k = add(&f, "residual_layernorm_fwd", ln, 0, "C=%d eps=%g bias=%d %s", w, g->op[ln].scalar, g->op[ln].bias >= 0, prec);
+          f.done[i] = 1;
+          cover(&f, k, i);
+          break;
+        }
+      }
+      /* fall through: an elementwise chain */
+      __attribute__((fallthrough));
+    case OP_ACT:
+    case OP_SUB:
+    case OP_MUL:
+    case OP_SCALE: {
+      int chain[16], n = 0, cur = i;
+      chain[n++] = cur;
+      while (n < 16) {
+        int t = g->op[cur].out, c = f.consumer[t];
+        if (f.uses[t] != 1 || !is_elementwise(&g->op[c]) || g->op[c].phase != g->op[cur].phase || f.done[c]) break;
+        if (g->op[c].kind == OP_ADD && g->op[c].phase == PHASE_F) {
+          int ln = 0;
+          for (int j = c + 1; j < g->nfwd; j++) ln |= g->op[j].kind == OP_LAYERNORM && g->op[j].in[0] == g->op[c].out;
+          if (ln) break; /* that add fuses with its layernorm */
+        }
+        chain[n++] = cur = c;
+      }
+      int in[16], nin = 0;
+      char *e = expr_of(&f, chain[n - 1], in, &nin, chain, n);
+      k = add(&f, "elementwise", chain[n - 1], 0, "%s [%d inputs] %s", e, nin, prec);
+      k->expr = e, k->ninputs = nin;
+      for (int c = 0; c < n - 1; c++) cover(&f, k, chain[c]);
+      break;
+    }
+    case OP_LAYERNORM: add(&f, "layernorm_fwd", i, 0, "C=%d eps=%g %s", w, o->scalar, prec); break;
+    case OP_RMSNORM: add(&f, "rmsnorm_fwd", i, 0, "C=%d eps=%g %s", w, o->scalar, prec); break;
+    case OP_ATTENTION: {
+      int d = w, hs = d / o->heads, kv = hs * o->kv_heads, cross = o->nin == 2;
+      add(&f, "attention_fwd", i, 0, "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d %s", o->heads, o->kv_heads, hs,
+          o->causal, cross ? d : d + 2 * kv, cross ? 2 * kv : d + 2 * kv, d, prec);
+      break;
+    }
+    case OP_SOFTMAX: add(&f, "softmax_fwd", i, 0, "C=%d %s", w, prec); break;
+    case OP_DROPOUT: add(&f, "dropout", i, 0, "p=%g %s", o->scalar, prec); break;
+    case OP_XENT: {
+      k = add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", g->t[o->in[0]].width, prec);
+      for (int j = g->nfwd; j < g->nop; j++)
+        if (g->op[j].kind == OP_XENT_BWD && g->op[j].fwd == i) cover(&f, k, j);
+      break;
+    }
+    case OP_XENT_BWD: add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", w, prec); break;
+    case OP_MATMUL_BWD_X: add(&f, "gemm", i, 1, "N x %d <- %d", (int)g->param[o->weight].cols, o->rows); break;
+    case OP_MATMUL_BWD_W:
+      add(&f, "gemm", i, 1, "%d x %d <- N", o->rows, (int)g->param[o->weight].cols);
+      if (o->bias >= 0) add(&f, "bias_bwd", i, 0, "OC=%d %s", o->rows, prec);
+      break;
+    case OP_EMBEDDING_BWD: add(&f, "embedding_bwd", i, 0, "C=%d %s", (int)g->param[o->weight].cols, prec); break;
+    case OP_NORM_BWD_X:
+    case OP_NORM_BWD_W: {
+      int ln = g->op[o->fwd].kind == OP_LAYERNORM;
+      add(&f, o->kind == OP_NORM_BWD_X ? (ln ? "layernorm_bwd" : "rmsnorm_bwd") : (ln ? "layernorm_bwd_params" : "rmsnorm_bwd_params"),
+          i, 0, "C=%d %s", g->t[o->in[1]].width, prec);
+      break;
+    }
+    case OP_ATTENTION_BWD: {
+      const OgOp *fo = &g->op[o->fwd];
+      int d = g->t[fo->out].width, hs = d / o->heads, kv = hs * o->kv_heads, cross = fo->nin == 2;
+      add(&f, "attention_bwd", i, 0, "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d %s", o->heads, o->kv_heads, hs,
+          o->causal, cross ? d : d + 2 * kv, cross ? 2 * kv : d + 2 * kv, d, prec);
+      break;
+    }
+    case OP_ACT_BWD: add(&f, "act_bwd", i, 0, "act=%d %s", o->act, prec); break;
+    case OP_DROPOUT_BWD: add(&f, "dropout", i, 0, "p=%g %s", o->scalar, prec); break;
+    case OP_SOFTMAX_BWD: add(&f, "softmax_bwd", i, 0, "C=%d %s", w, prec); break;
+    case OP_KIND_COUNT: break;
+    }
+  }
+  KernelPlan *kp = arena_alloc(a, sizeof *kp);
+  kp->k = arena_alloc(a, sizeof(FusedKernel) * (size_t)(f.k.len + 1));
+  for (int i = 0; i < f.k.len; i++) kp->k[i] = *(FusedKernel *)f.k.items[i];
+  kp->n = f.k.len;
+  kp->nfused_ops = f.fused_ops;
+  return kp;
+}
+
+void kernels_dump(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p) {
+  int lib = 0;
+  for (int i = 0; i < kp->n; i++) lib += kp->k[i].library;
+  fprintf(out, "# %d kernels and %d library GEMMs for %d operations (%d fused into another's kernel)\n", kp->n - lib, lib,
+          g->nop, kp->nfused_ops);
+  for (int i = 0; i < kp->n; i++) {
+    const FusedKernel *k = &kp->k[i];
+    const OgOp *o = &g->op[k->first_op];
+    fprintf(out, "%-4s %-60s # %s\n", o->phase == PHASE_F ? "F" : o->phase == PHASE_I ? "I" : "W", k->sig,
+            o->mod ? o->mod->path : p->mods[o->top]->path);
+  }
+}
+
+/* ---- CUDA C ---- */
+
+static const char *cname(Arena *a, const char *s) {
+  char *r = arena_strdup(a, s);
+  for (char *c = r; *c; c++)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) *c = '_';
+  return r;
+}
+
+int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p) {
+  Arena a = {0};
+  const char *T = !strcmp(p->precision, "bf16") ? "bf16" : "float";
+  fprintf(out, "/* CUDA kernels of model '%s' (%s), generated by pipec from %s.\n"
+               " * One extern \"C\" wrapper per distinct kernel, its sizes compiled in; the\n"
+               " * comment above each names the .pipe modules that run it. GEMMs are\n"
+               " * cuBLASLt calls made by the runtime and have no kernel here. */\n\n",
+          p->model_name, p->precision, p->model_loc.file ? p->model_loc.file->path : "?");
+  static const char *const order[] = {"common", "activation", "matmul_epilogue", "layernorm", "rmsnorm", "attention",
+                                      "softmax", "crossentropy", "embedding", "dropout", "elementwise", "reduce", "adamw"};
+  for (size_t h = 0; h < sizeof order / sizeof order[0]; h++)
+    for (int i = 0; pipe_cuda_headers[i].name; i++)
+      if (!strcmp(pipe_cuda_headers[i].name, order[h])) fprintf(out, "%.*s\n", (int)pipe_cuda_headers[i].len, pipe_cuda_headers[i].text);
+  fprintf(out, "/* ---- model %s ---- */\n\n", p->model_name);
+  int n = 0;
+  for (int i = 0; i < kp->n; i++) {
+    const FusedKernel *k = &kp->k[i];
+    if (k->library) continue;
+    int first = 1;
+    for (int j = 0; j < i; j++)
+      if (!kp->k[j].library && !strcmp(kp->k[j].sig, k->sig)) first = 0;
+    if (!first) continue;
+    /* who runs it */
+    fprintf(out, "/* %s\n *   used by:", k->sig);
+    int users = 0;
+    for (int j = i; j < kp->n; j++) {
+      if (strcmp(kp->k[j].sig, k->sig)) continue;
+      const OgOp *o = &g->op[kp->k[j].first_op];
+      if (users++ < 6) {
+        const Loc *l = &o->loc;
+        fprintf(out, " %s (%s:%d)", o->mod ? o->mod->path : p->mods[o->top]->path, l->file ? l->file->path : "?", l->line);
+      }
+    }
+    if (users > 6) fprintf(out, " and %d more", users - 6);
+    fprintf(out, " */\n");
+    const char *name = arena_printf(&a, "pipec_%s_k%d_%s", cname(&a, p->model_name), n, k->kind);
+    int C = 0, OC = 0, V = 0, act = 0, nh = 0, nhkv = 0, hs = 0, causal = 0, qs = 0, kvs = 0, os = 0, wpe = 0, bias = 0;
+    float eps = 0;
+    const char *s = strchr(k->sig, ' ');
+    const OgOp *o = &g->op[k->first_op];
+    sscanf(s ? s : "", " C=%d", &C);
+    if (strstr(k->sig, "eps=")) sscanf(strstr(k->sig, "eps="), "eps=%g", &eps);
+    if (strstr(k->sig, "OC=")) sscanf(strstr(k->sig, "OC="), "OC=%d", &OC);
+    if (strstr(k->sig, "V=")) sscanf(strstr(k->sig, "V="), "V=%d", &V);
+    if (strstr(k->sig, "act=")) sscanf(strstr(k->sig, "act="), "act=%d", &act);
+    if (strstr(k->sig, "wpe=")) sscanf(strstr(k->sig, "wpe="), "wpe=%d", &wpe);
+    if (strstr(k->sig, "bias=")) sscanf(strstr(k->sig, "bias="), "bias=%d", &bias);
+    if (strstr(k->sig, "NH="))
+      sscanf(strstr(k->sig, "NH="), "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d", &nh, &nhkv, &hs, &causal, &qs, &kvs, &os);
+    if (!strcmp(k->kind, "embedding_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, const int *tokens, const %s *wte, const %s *wpe, int B, int Tn) {\n"
+                   "  embedding_forward<%s>(out, tokens, wte, %s, B, Tn, %d);\n}\n\n", name, T, T, T, T, wpe ? "wpe" : "nullptr", C);
+    else if (!strcmp(k->kind, "positions"))
+      fprintf(out, "/* positions are computed where they are used (embedding_fwd) */\n\n");
+    else if (!strcmp(k->kind, "bias_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, const %s *bias, int N) {\n"
+                   "  bias_act_forward<%s>(out, nullptr, out, bias, N, %d, PIPEC_ACT_NONE);\n}\n\n", name, T, T, T, OC);
+    else if (!strcmp(k->kind, "bias_act_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, %s *pre, const %s *bias, int N) {\n"
+                   "  bias_act_forward<%s>(out, pre, out, bias, N, %d, %s);\n}\n\n", name, T, T, T, T, OC, act_c[act]);
+    else if (!strcmp(k->kind, "layernorm_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, float *mean, float *rstd, const %s *inp, const %s *weight, const %s *bias, int N) {\n"
+                   "  layernorm_forward<%s>(out, mean, rstd, nullptr, inp, nullptr, weight, bias, N, %d, %.9gf);\n}\n\n",
+              name, T, T, T, T, T, C, eps);
+    else if (!strcmp(k->kind, "residual_layernorm_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *resid, %s *out, float *mean, float *rstd, const %s *a, const %s *b,\n"
+                   "    const %s *weight, const %s *bias, int N) {\n"
+                   "  layernorm_forward<%s>(out, mean, rstd, resid, a, b, weight, %s, N, %d, %.9gf);\n}\n\n",
+              name, T, T, T, T, T, T, T, bias ? "bias" : "nullptr", C, eps);
+    else if (!strcmp(k->kind, "rmsnorm_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, float *rstd, const %s *inp, const %s *weight, int N) {\n"
+                   "  rmsnorm_forward<%s>(out, rstd, inp, weight, N, %d, %.9gf);\n}\n\n", name, T, T, T, T, C, eps);
+    else if (!strcmp(k->kind, "attention_fwd"))
+      fprintf(out, "extern \"C\" __global__ void __launch_bounds__(128, 4) %s(%s *out, float *lse, const %s *q, const %s *k, const %s *v,\n"
+                   "    int B, int Tn, int Tk) {\n"
+                   "  PipecAttn a = {B, Tn, Tk, %d, %d, %d, %d, %d, %d, %d};\n"
+                   "  attention_forward<%s>(out, lse, q, k, v, a);\n}\n\n",
+              name, T, T, T, T, nh, nhkv, hs, causal, qs, kvs, os, T);
+    else if (!strcmp(k->kind, "attention_bwd"))
+      fprintf(out, "extern \"C\" __global__ void __launch_bounds__(128, 4) %s_dq(%s *dq, float *delta, const %s *dout, const %s *out,\n"
+                   "    const float *lse, const %s *q, const %s *k, const %s *v, int B, int Tn, int Tk) {\n"
+                   "  PipecAttn a = {B, Tn, Tk, %d, %d, %d, %d, %d, %d, %d};\n"
+                   "  attention_backward_dq<%s>(dq, delta, dout, out, lse, q, k, v, a);\n}\n"
+                   "extern \"C\" __global__ void __launch_bounds__(128, 4) %s_dkdv(%s *dk, %s *dv, const %s *dout, const float *lse,\n"
+                   "    const float *delta, const %s *q, const %s *k, const %s *v, int B, int Tn, int Tk) {\n"
+                   "  PipecAttn a = {B, Tn, Tk, %d, %d, %d, %d, %d, %d, %d};\n"
+                   "  attention_backward_dkdv<%s>(dk, dv, dout, lse, delta, q, k, v, a);\n}\n\n",
+              name, T, T, T, T, T, T, nh, nhkv, hs, causal, qs, kvs, os, T, name, T, T, T, T, T, T, nh, nhkv, hs, causal, qs, kvs,
+              os, T);
+    else if (!strcmp(k->kind, "softmax_fwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, const %s *inp, int N) {\n  softmax_forward<%s>(out, inp, N, %d);\n}\n\n",
+              name, T, T, T, C);
+    else if (!strcmp(k->kind, "softmax_bwd")) {
+      fprintf(out, "extern \"C\" __global__ void %s(%s *dinp, const %s *dout, const %s *out, int N) {\n"
+                   "  softmax_backward<%s>(dinp, dout, out, N, %d);\n}\n\n", name, T, T, T, T, C);
+    } else if (!strcmp(k->kind, "crossentropy_fwd_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *losses, %s *dlogits, const %s *logits, const int *targets, int N, float scale) {\n"
+                   "  crossentropy_forward_backward<%s>(losses, dlogits, logits, targets, N, %d, scale);\n}\n\n", name, T, T, T, V);
+    else if (!strcmp(k->kind, "dropout"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out, const %s *inp, long n, unsigned long long seed, unsigned long long offset) {\n"
+                   "  dropout_kernel<%s>(out, inp, n, %.9gf, seed, offset);\n}\n\n", name, T, T, T, o->scalar);
+    else if (!strcmp(k->kind, "elementwise")) {
+      fprintf(out, "extern \"C\" __global__ void %s(%s *out", name, T);
+      for (int j = 0; j < k->ninputs; j++) fprintf(out, ", const %s *a%d_", T, j);
+      fprintf(out, ", long n) {\n  for (long i = grid_thread_id(); i < n; i += grid_thread_count()) {\n    ");
+      for (int j = 0; j < k->ninputs; j++) fprintf(out, "const float a%d = to_float(a%d_[i]); ", j, j);
+      fprintf(out, "\n    out[i] = from_float<%s>(%s);\n  }\n}\n\n", T, k->expr);
+    } else if (!strcmp(k->kind, "bias_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *partials, const %s *dout, int N) {\n"
+                   "  matmul_backward_bias<%s>(partials, dout, N, %d);\n}\n\n", name, T, T, OC);
+    else if (!strcmp(k->kind, "embedding_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *dwte, const %s *dout, const int *tokens, int B, int Tn) {\n"
+                   "  embedding_backward_wte<%s>(dwte, dout, tokens, B, Tn, %d);\n}\n\n", name, T, T, T, C);
+    else if (!strcmp(k->kind, "layernorm_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *dinp, const %s *dout, const %s *inp, const %s *weight, const float *mean,\n"
+                   "    const float *rstd, int N) {\n  layernorm_backward_input<%s>(dinp, dout, inp, weight, mean, rstd, N, %d);\n}\n\n",
+              name, T, T, T, T, T, C);
+    else if (!strcmp(k->kind, "layernorm_bwd_params"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *partials, const %s *dout, const %s *inp, const float *mean, const float *rstd, int N) {\n"
+                   "  layernorm_backward_params<%s>(partials, dout, inp, mean, rstd, N, %d);\n}\n\n", name, T, T, T, C);
+    else if (!strcmp(k->kind, "rmsnorm_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *dinp, const %s *dout, const %s *inp, const %s *weight, const float *rstd, int N) {\n"
+                   "  rmsnorm_backward_input<%s>(dinp, dout, inp, weight, rstd, N, %d);\n}\n\n", name, T, T, T, T, T, C);
+    else if (!strcmp(k->kind, "rmsnorm_bwd_params"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *partials, const %s *dout, const %s *inp, const float *rstd, int N) {\n"
+                   "  rmsnorm_backward_params<%s>(partials, dout, inp, rstd, N, %d);\n}\n\n", name, T, T, T, C);
+    else if (!strcmp(k->kind, "act_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *dinp, const %s *dout, const %s *inp, long n) {\n"
+                   "  act_backward_kernel<%s>(dinp, dout, inp, n, %s);\n}\n\n", name, T, T, T, T, act_c[act]);
+    else
+      fprintf(out, "/* %s: no kernel */\n\n", k->kind);
+    n++;
+  }
+  fprintf(out, "/* ---- every model: the optimizer and gradient clipping ---- */\n"
+               "PIPEC_ADAMW_ENTRIES(%s, %s)\nPIPEC_REDUCE_ENTRIES(%s, %s)\nPIPEC_REDUCE_UNTYPED_ENTRIES()\n", T,
+          !strcmp(T, "bf16") ? "bf16" : "f32", T, !strcmp(T, "bf16") ? "bf16" : "f32");
+  arena_free(&a);
+  return n;
+}

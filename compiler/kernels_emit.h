@@ -1,0 +1,42 @@
+/* kernels_emit.h — fusion of the op graph into kernels, and their CUDA C.
+ *
+ * Contract: kernels_fuse() groups the operations of an OpGraph into the
+ * kernels that will run: GEMMs stay library calls (cuBLASLt / BLAS) with
+ * their bias and activation fused into one epilogue kernel; a residual add
+ * and the layernorm that reads it become one kernel; the token and position
+ * embeddings and their sum one; cross-entropy's forward and its gradient one
+ * (probabilities never stored); attention one (online softmax); maximal
+ * chains of elementwise operations one generated kernel. Each kernel has a
+ * signature (kind and compile-time sizes); kernels_emit_cuda() writes one
+ * translation unit: the headers of kernels/ (embedded in pipec) and one
+ * readable extern "C" wrapper per distinct signature, its sizes baked in,
+ * with a comment naming the .pipe modules and lines that use it.
+ */
+#ifndef PIPEC_KERNELS_EMIT_H
+#define PIPEC_KERNELS_EMIT_H
+#include <stdio.h>
+
+#include "compiler/opgraph.h"
+
+typedef struct FusedKernel {
+  const char *kind;   /* "layernorm_fwd", "gemm", "elementwise", ... */
+  const char *sig;    /* kind + sizes: equal signatures share one wrapper */
+  int first_op;       /* the op whose module names it */
+  int *ops, nops;     /* ops covered */
+  int library;        /* 1: a GEMM, a library call, no kernel */
+  char *expr;         /* elementwise: the expression over inputs a0..aK */
+  int ninputs;
+} FusedKernel;
+
+typedef struct KernelPlan {
+  FusedKernel *k;
+  int n;
+  int nfused_ops;    /* ops that share a kernel with another op */
+} KernelPlan;
+
+KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p);
+/* Returns the number of distinct wrappers written. */
+int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p);
+void kernels_dump(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p);
+
+#endif
