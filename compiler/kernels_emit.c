@@ -191,6 +191,10 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
     case OP_ACT_BWD: add(&f, "act_bwd", i, 0, "act=%d %s", o->act, prec); break;
     case OP_DROPOUT_BWD: add(&f, "dropout", i, 0, "p=%g %s", o->scalar, prec); break;
     case OP_SOFTMAX_BWD: add(&f, "softmax_bwd", i, 0, "C=%d %s", w, prec); break;
+    case OP_TP_ENTER: f.done[i] = 1; break; /* identity */
+    case OP_ALLREDUCE: add(&f, "allreduce", i, 1, "%d", w); break;
+    case OP_BIAS: add(&f, "bias_fwd", i, 0, "OC=%d %s", w, prec); break;
+    case OP_BIAS_BWD: add(&f, "bias_bwd", i, 0, "OC=%d %s", g->t[o->in[0]].width, prec); break;
     case OP_KIND_COUNT: break;
     }
   }

@@ -227,6 +227,7 @@ int main(int argc, char **argv) {
   Program *p = pipe_frontend(&arena, &diag, file, NULL, 0, &opt);
   OpGraph *ops = p ? opgraph_build(&arena, &diag, p) : NULL; /* widths through every forward */
   if (!ops) p = NULL;
+  else ops = opgraph_shard(&arena, ops, p->tp, 0); /* what one tensor-parallel rank runs (all alike) */
   clock_gettime(CLOCK_MONOTONIC, &t1);
   int status = 0;
   if (!p) {

@@ -12,7 +12,8 @@
 const char *const op_names[OP_KIND_COUNT] = {
   "positions", "embedding", "matmul", "layernorm", "rmsnorm", "attention", "act", "add", "sub", "mul", "scale",
   "dropout", "softmax", "cross_entropy", "cross_entropy_bwd", "matmul_bwd_x", "matmul_bwd_w", "embedding_bwd",
-  "norm_bwd_x", "norm_bwd_w", "attention_bwd", "act_bwd", "dropout_bwd", "softmax_bwd",
+  "norm_bwd_x", "norm_bwd_w", "attention_bwd", "act_bwd", "dropout_bwd", "softmax_bwd", "tp_enter", "allreduce",
+  "bias", "bias_bwd",
 };
 
 static const char *const act_names_k[] = {"gelu_tanh", "gelu", "relu", "silu"};
@@ -480,9 +481,38 @@ static void backward(B *b, int nfwd, int loss) {
       add_grad(&g, f->in[0], d, f->loc);
       break;
     }
+    case OP_TP_ENTER: { /* f: the gradient is summed over the tp group */
+      int d = dtensor(b, f->in[0]);
+      o = emit(b, OP_ALLREDUCE, PHASE_I, d, f->loc, f->mod);
+      o->in[0] = dy, o->nin = 1, o->fwd = i;
+      add_grad(&g, f->in[0], d, f->loc);
+      break;
+    }
+    case OP_ALLREDUCE: /* g: identity backward */
+      add_grad(&g, f->in[0], dy, f->loc);
+      break;
+    case OP_BIAS:
+      add_grad(&g, f->in[0], dy, f->loc);
+      o = emit(b, OP_BIAS_BWD, PHASE_W, -1, f->loc, f->mod);
+      o->in[0] = dy, o->nin = 1, o->bias = f->bias, o->fwd = i;
+      break;
     default: break;
     }
   }
+}
+
+static OpGraph *finish(B *b, OpGraph *g, int nfwd) {
+  Arena *a = b->A;
+  g->t = arena_alloc(a, sizeof(OgTensor) * (size_t)(b->t.len + 1));
+  for (int k = 0; k < b->t.len; k++) g->t[k] = *(OgTensor *)b->t.items[k];
+  g->nt = b->t.len;
+  g->op = arena_alloc(a, sizeof(OgOp) * (size_t)(b->op.len + 1));
+  for (int k = 0; k < b->op.len; k++) g->op[k] = *(OgOp *)b->op.items[k];
+  g->nop = b->op.len, g->nfwd = nfwd;
+  g->param = arena_alloc(a, sizeof(OgParam) * (size_t)(b->param.len + 1));
+  for (int k = 0; k < b->param.len; k++) g->param[k] = *(OgParam *)b->param.items[k];
+  g->nparam = b->param.len;
+  return g;
 }
 
 OpGraph *opgraph_build(Arena *a, Diag *d, const Program *p) {
@@ -509,23 +539,26 @@ OpGraph *opgraph_build(Arena *a, Diag *d, const Program *p) {
     g->loss = out.t;
     backward(&b, nfwd, out.t);
   }
-  g->t = arena_alloc(a, sizeof(OgTensor) * (size_t)(b.t.len + 1));
-  for (int k = 0; k < b.t.len; k++) g->t[k] = *(OgTensor *)b.t.items[k];
-  g->nt = b.t.len;
-  g->op = arena_alloc(a, sizeof(OgOp) * (size_t)(b.op.len + 1));
-  for (int k = 0; k < b.op.len; k++) g->op[k] = *(OgOp *)b.op.items[k];
-  g->nop = b.op.len, g->nfwd = nfwd;
-  g->param = arena_alloc(a, sizeof(OgParam) * (size_t)(b.param.len + 1));
-  for (int k = 0; k < b.param.len; k++) g->param[k] = *(OgParam *)b.param.items[k];
-  g->nparam = b.param.len;
-  return g;
+  for (int k = 0; k < b.param.len; k++) {
+    OgParam *pp = b.param.items[k];
+    pp->full_rows = pp->rows, pp->full_cols = pp->cols;
+  }
+  return finish(&b, g, nfwd);
 }
 
 void opgraph_dump(FILE *out, const OpGraph *g, const Program *p) {
   int64_t total = 0;
   for (int i = 0; i < g->nparam; i++) total += g->param[i].rows * (g->param[i].cols ? g->param[i].cols : 1);
+  int64_t full = 0, sharded = 0;
+  for (int i = 0; i < g->nparam; i++) {
+    full += g->param[i].full_rows * (g->param[i].full_cols ? g->param[i].full_cols : 1);
+    sharded += g->param[i].shard != SHARD_NONE;
+  }
   fprintf(out, "# %d parameter tensors (%lld values), %d tensors, %d forward and %d backward operations\n", g->nparam,
-          (long long)total, g->nt, g->nfwd, g->nop - g->nfwd);
+          (long long)full, g->nt, g->nfwd, g->nop - g->nfwd);
+  if (sharded)
+    fprintf(out, "# tensor-parallel rank 0 of %d: %d parameters sharded, %lld values held by this rank\n",
+            p->tp, (int)sharded, (long long)total);
   static const char *const phase[] = {"forward", "backward: input gradients (I)", "backward: weight gradients (W)"};
   for (int ph = 0; ph < 3; ph++) {
     fprintf(out, "%s:\n", phase[ph]);
@@ -552,4 +585,187 @@ void opgraph_dump(FILE *out, const OpGraph *g, const Program *p) {
       fprintf(out, "    # %s\n", where);
     }
   }
+}
+
+/* ---- tensor parallel ---- */
+
+enum { R_REP, R_COL, R_ROW, R_SHARD };
+
+static int is_region_op(OpKind k) {
+  return k == OP_ACT || k == OP_MUL || k == OP_ADD || k == OP_SUB || k == OP_SCALE || k == OP_DROPOUT || k == OP_ATTENTION;
+}
+
+/* Can matmul i (reading a replicated tensor) be column-parallel? Its output
+ * must reach linears only through region ops whose other inputs are also
+ * outputs of such matmuls. Marks what it finds in role[]. */
+static int column_ok(const OpGraph *g, int i, int *role, int **readers, int *nreaders) {
+  int stack[256], sp = 0, ok = 1, rows = 0;
+  stack[sp++] = g->op[i].out;
+  while (sp && ok) {
+    int t = stack[--sp];
+    for (int r = 0; r < nreaders[t] && ok; r++) {
+      int c = readers[t][r];
+      if (c >= g->nfwd) continue; /* backward reads: not part of the forward shape */
+      const OgOp *o = &g->op[c];
+      if (o->kind == OP_MATMUL) {
+        if (o->row0 != 0 || o->rows != g->param[o->weight].rows || g->param[o->weight].mod->tie) ok = 0;
+        else role[c] = R_ROW, rows++;
+        continue;
+      }
+      if (!is_region_op(o->kind)) { ok = 0; break; }
+      for (int k = 0; k < o->nin; k++) {
+        int u = o->in[k], pr = g->t[u].producer;
+        if (u == t || pr < 0) continue;
+        int from_col = g->op[pr].kind == OP_MATMUL || role[pr] == R_SHARD;
+        if (!from_col) ok = 0;
+      }
+      if (role[c] != R_SHARD) {
+        role[c] = R_SHARD;
+        if (sp < 255) stack[sp++] = o->out;
+        else ok = 0;
+      }
+    }
+  }
+  return ok && rows > 0;
+}
+
+void opgraph_shard_copy(const OgParam *p, int tp, int rank, const float *full, float *part) {
+  int64_t fc = p->full_cols ? p->full_cols : 1;
+  switch (p->shard) {
+  case SHARD_NONE: memcpy(part, full, sizeof(float) * (size_t)(p->full_rows * fc)); break;
+  case SHARD_ROWS: memcpy(part, full + p->rows * rank * fc, sizeof(float) * (size_t)(p->rows * fc)); break;
+  case SHARD_COLS:
+    for (int64_t r = 0; r < p->rows; r++) memcpy(part + r * p->cols, full + r * fc + p->cols * rank, sizeof(float) * (size_t)p->cols);
+    break;
+  case SHARD_QKV: {
+    int64_t q = p->q_rows / tp, kv = p->kv_rows / tp;
+    memcpy(part, full + q * rank * fc, sizeof(float) * (size_t)(q * fc));
+    memcpy(part + q * fc, full + (p->q_rows + kv * rank) * fc, sizeof(float) * (size_t)(kv * fc));
+    memcpy(part + (q + kv) * fc, full + (p->q_rows + p->kv_rows + kv * rank) * fc, sizeof(float) * (size_t)(kv * fc));
+    break;
+  }
+  }
+}
+
+OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank) {
+  if (tp <= 1) return (OpGraph *)g;
+  int nf = g->nfwd;
+  int *role = arena_alloc(a, sizeof(int) * (size_t)(g->nop + 1));
+  int *nreaders = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1));
+  int **readers = arena_alloc(a, sizeof(int *) * (size_t)(g->nt + 1));
+  for (int i = 0; i < g->nop; i++)
+    for (int k = 0; k < g->op[i].nin; k++) nreaders[g->op[i].in[k]]++;
+  for (int t = 0; t < g->nt; t++) readers[t] = arena_alloc(a, sizeof(int) * (size_t)(nreaders[t] + 1)), nreaders[t] = 0;
+  for (int i = 0; i < g->nop; i++)
+    for (int k = 0; k < g->op[i].nin; k++) {
+      int t = g->op[i].in[k];
+      readers[t][nreaders[t]++] = i;
+    }
+  /* classify: a matmul reading a replicated tensor whose output reaches linears through a region */
+  for (int i = 0; i < nf; i++) {
+    const OgOp *o = &g->op[i];
+    if (o->kind != OP_MATMUL || role[i] != R_REP) continue;
+    int pr = g->t[o->in[0]].producer;
+    if (pr >= 0 && (role[pr] == R_SHARD || role[pr] == R_COL)) continue;
+    if (g->param[o->weight].mod->tie || o->mod->tie) continue;
+    int *trial = arena_alloc(a, sizeof(int) * (size_t)(g->nop + 1));
+    memcpy(trial, role, sizeof(int) * (size_t)g->nop);
+    if (column_ok(g, i, trial, readers, nreaders)) {
+      trial[i] = R_COL;
+      /* every matmul feeding the region's ops must be column-parallel too */
+      memcpy(role, trial, sizeof(int) * (size_t)g->nop);
+    }
+  }
+  for (int i = 0; i < nf; i++) /* matmuls producing region inputs */
+    if (g->op[i].kind == OP_MATMUL && role[i] == R_REP)
+      for (int r = 0; r < nreaders[g->op[i].out]; r++)
+        if (role[readers[g->op[i].out][r]] == R_SHARD) role[i] = R_COL;
+  /* rebuild the forward */
+  B b = {.A = a};
+  int *remap = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1)), *entered = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1));
+  for (int t = 0; t < g->nt; t++) remap[t] = entered[t] = -1;
+  for (int t = 0; t < g->nt; t++) {
+    const OgTensor *ot = &g->t[t];
+    if (ot->producer < 0 && (t == g->tokens || t == g->targets)) remap[t] = tensor(&b, ot->width, ot->is_int, ot->what);
+  }
+  for (int k = 0; k < g->nparam; k++) {
+    OgParam *pp = arena_alloc(a, sizeof *pp);
+    *pp = g->param[k];
+    ptrvec_push(a, &b.param, pp);
+  }
+#define PARAM(id) ((OgParam *)b.param.items[id])
+  for (int i = 0; i < nf; i++) {
+    const OgOp *o = &g->op[i];
+    b.top = o->top;
+    OgOp *n = emit(&b, o->kind, PHASE_F, -1, o->loc, o->mod);
+    *n = *o;
+    n->fwd = -1;
+    for (int k = 0; k < o->nin; k++) n->in[k] = remap[o->in[k]];
+    int w = g->t[o->out].width;
+    if (role[i] == R_COL) {
+      int src = o->in[0];
+      if (entered[src] < 0) { /* enter the parallel region: identity now, all-reduce of the gradient later */
+        b.op.len--; /* put the entry before this matmul */
+        entered[src] = tensor(&b, g->t[src].width, 0, g->t[src].what);
+        OgOp *e = emit(&b, OP_TP_ENTER, PHASE_F, entered[src], o->loc, o->mod);
+        e->in[0] = remap[src], e->nin = 1;
+        ptrvec_push(a, &b.op, n);
+      }
+      n->in[0] = entered[src];
+      OgParam *wp = PARAM(o->weight);
+      int qkv = o->mod && o->mod->prim == PRIM_ATTENTION && strstr(wp->name, "c_attn");
+      int64_t d = qkv ? o->mod->dim : 0, kv = qkv ? o->mod->dim / o->mod->heads * o->mod->kv_heads : 0;
+      if (qkv) {
+        wp->shard = SHARD_QKV, wp->q_rows = d, wp->kv_rows = kv, wp->rows = (d + 2 * kv) / tp;
+        n->row0 = o->row0 == 0 ? 0 : (int)(d / tp);
+        n->rows = o->rows / tp;
+        if (o->bias >= 0) {
+          OgParam *bp = PARAM(o->bias);
+          bp->shard = SHARD_QKV, bp->q_rows = d, bp->kv_rows = kv, bp->rows = (d + 2 * kv) / tp;
+        }
+      } else {
+        wp->shard = SHARD_ROWS, wp->rows = wp->full_rows / tp;
+        n->rows = o->rows / tp;
+        if (o->bias >= 0) PARAM(o->bias)->shard = SHARD_ROWS, PARAM(o->bias)->rows = PARAM(o->bias)->full_rows / tp;
+      }
+      n->out = tensor(&b, w / tp, 0, g->t[o->out].what);
+    } else if (role[i] == R_ROW) {
+      OgParam *wp = PARAM(o->weight);
+      wp->shard = SHARD_COLS, wp->cols = wp->full_cols / tp;
+      n->bias = -1;
+      int part = tensor(&b, w, 0, g->t[o->out].what);
+      n->out = part;
+      int sum = tensor(&b, w, 0, g->t[o->out].what);
+      OgOp *ar = emit(&b, OP_ALLREDUCE, PHASE_F, sum, o->loc, o->mod);
+      ar->in[0] = part, ar->nin = 1;
+      int fin = sum;
+      if (o->bias >= 0) {
+        fin = tensor(&b, w, 0, g->t[o->out].what);
+        OgOp *bo = emit(&b, OP_BIAS, PHASE_F, fin, o->loc, o->mod);
+        bo->in[0] = sum, bo->nin = 1, bo->bias = o->bias;
+      }
+      remap[o->out] = fin;
+      T(&b, part)->producer = b.op.len - (o->bias >= 0 ? 3 : 2);
+      continue;
+    } else if (role[i] == R_SHARD) {
+      n->out = tensor(&b, w / tp, 0, g->t[o->out].what);
+      if (o->kind == OP_ATTENTION) n->heads = o->heads / tp, n->kv_heads = o->kv_heads / tp;
+    } else
+      n->out = o->out >= 0 ? tensor(&b, w, g->t[o->out].is_int, g->t[o->out].what) : -1;
+    if (n->out >= 0) T(&b, n->out)->producer = b.op.len - 1;
+    remap[o->out] = n->out;
+  }
+#undef PARAM
+  /* fix producers (entries were inserted before their matmuls) */
+  for (int i = 0; i < b.op.len; i++) {
+    OgOp *o = b.op.items[i];
+    if (o->out >= 0) T(&b, o->out)->producer = i;
+  }
+  OpGraph *r = arena_alloc(a, sizeof *r);
+  *r = (OpGraph){.tokens = remap[g->tokens >= 0 ? g->tokens : 0], .targets = g->targets >= 0 ? remap[g->targets] : -1,
+                 .loss = g->loss >= 0 ? remap[g->loss] : -1, .output = remap[g->output]};
+  int nfwd = b.op.len;
+  if (r->loss >= 0) backward(&b, nfwd, r->loss);
+  (void)rank;
+  return finish(&b, r, nfwd);
 }

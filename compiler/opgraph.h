@@ -41,6 +41,11 @@ typedef enum {
   OP_ACT_BWD,        /* out = in0 (dy) * act'(in1 x) */
   OP_DROPOUT_BWD,
   OP_SOFTMAX_BWD,    /* out = from in0 dy and in1 y */
+  /* tensor parallel (opgraph_shard) */
+  OP_TP_ENTER,       /* out = in0 (Megatron's f: identity forward, all-reduce of the gradient backward) */
+  OP_ALLREDUCE,      /* out = sum over the tp group of in0 (g: all-reduce forward, identity backward) */
+  OP_BIAS,           /* out = in0 + bias (a row-parallel linear's bias, after its all-reduce) */
+  OP_BIAS_BWD,       /* dbias += column sums of in0 (dy) */
   OP_KIND_COUNT
 } OpKind;
 
@@ -53,10 +58,22 @@ typedef struct OgTensor {
   const char *what; /* "layers.0.ln_1", "d(layers.0.ln_1)" */
 } OgTensor;
 
+/* How a tensor-parallel rank holds a parameter (opgraph_shard). */
+typedef enum {
+  SHARD_NONE,  /* replicated */
+  SHARD_ROWS,  /* rows r*rows .. (r+1)*rows of the full (column-parallel linear, its bias) */
+  SHARD_COLS,  /* columns r*cols .. (r+1)*cols (row-parallel linear) */
+  SHARD_QKV,   /* a packed q|k|v weight or bias split by heads: this rank's q rows,
+                  then its k rows, then its v rows */
+} ShardKind;
+
 typedef struct OgParam {
   const char *name; /* "layers.0.attn.c_attn.weight" */
-  int64_t rows, cols; /* cols 0 for a vector */
+  int64_t rows, cols; /* this rank's shape; cols 0 for a vector */
   const Module *mod;
+  ShardKind shard;
+  int64_t full_rows, full_cols; /* the whole parameter */
+  int64_t q_rows, kv_rows;      /* SHARD_QKV: full q rows, full rows of k (= of v) */
 } OgParam;
 
 typedef struct OgOp {
@@ -88,6 +105,17 @@ typedef struct OpGraph {
 /* Builds forward and (when the model has a loss) backward. Errors go to
  * diag at their .pipe location; NULL when there was any. */
 OpGraph *opgraph_build(Arena *a, Diag *d, const Program *p);
+
+/* The graph of tensor-parallel rank `rank` of `tp` (Megatron-LM): a linear
+ * whose output flows, through elementwise ops and attention only, into
+ * another linear is column-parallel (its rows split, attention split by
+ * heads) and that other linear row-parallel (its columns split, then an
+ * all-reduce, then its bias). Everything else is replicated. The backward
+ * is derived again, with the all-reduce of the gradient at each entry into
+ * a parallel region. tp == 1 returns g. */
+OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank);
+/* Copies this rank's part of a full parameter (`full`, the tp=1 layout). */
+void opgraph_shard_copy(const OgParam *p, int tp, int rank, const float *full, float *part);
 void opgraph_dump(FILE *out, const OpGraph *g, const Program *p);
 extern const char *const op_names[OP_KIND_COUNT];
 

@@ -194,9 +194,29 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
   case OP_ACT_BWD: k_act_backward(out, in0, in1, n, (KAct)o->act); break;
   case OP_DROPOUT_BWD: k_dropout_backward(out, in0, n, (float)o->scalar, x->seed, (uint64_t)o->fwd << 32); break;
   case OP_SOFTMAX_BWD: k_softmax_backward(out, in0, in1, N, w); break;
+  case OP_TP_ENTER: memcpy(out, in0, sizeof(float) * (size_t)n); break;
+  case OP_ALLREDUCE:
+    memcpy(out, in0, sizeof(float) * (size_t)n);
+    if (x->allreduce) x->allreduce(x->allreduce_ctx, x, i, out, n);
+    break;
+  case OP_BIAS: {
+    const float *bias = P(x, o->bias, 0, 0);
+    for (int r = 0; r < N; r++)
+      for (int c = 0; c < w; c++) out[(long)r * w + c] = in0[(long)r * w + c] + bias[c];
+    break;
+  }
+  case OP_BIAS_BWD: {
+    float *db = G(x, o->bias, 0, 0);
+    int C = x->g->t[o->in[0]].width;
+    for (int r = 0; r < N; r++)
+      for (int c = 0; c < C; c++) db[c] += in0[(long)r * C + c];
+    break;
+  }
   case OP_KIND_COUNT: break;
   }
 }
+
+void gexec_run_op(GraphExec *x, int i) { run(x, i, NULL, NULL); }
 
 float gexec_forward(GraphExec *x, const int32_t *tokens, const int32_t *targets) {
   const OpGraph *g = x->g;

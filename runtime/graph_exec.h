@@ -14,7 +14,8 @@
 
 #include "compiler/opgraph.h"
 
-typedef struct GraphExec {
+typedef struct GraphExec GraphExec;
+struct GraphExec {
   const OpGraph *g;
   int B, T, N;
   float **val;        /* per tensor (N x width), NULL for int tensors */
@@ -24,7 +25,11 @@ typedef struct GraphExec {
   int64_t *param_off, nparams;
   uint64_t seed;      /* dropout */
   float loss;         /* mean over the rows with a target */
-} GraphExec;
+  /* OP_ALLREDUCE: sums `buf` (n floats, the output of op `op`) over the
+     tensor-parallel group; NULL with tp = 1 */
+  void (*allreduce)(void *ctx, struct GraphExec *x, int op, float *buf, long n);
+  void *allreduce_ctx;
+};
 
 GraphExec *gexec_new(const OpGraph *g, int B, int T);
 void gexec_free(GraphExec *x);
@@ -35,6 +40,8 @@ void gexec_init_params(GraphExec *x, uint64_t seed);
 float gexec_forward(GraphExec *x, const int32_t *tokens, const int32_t *targets);
 /* Runs the backward ops (I then W); gradients are accumulated into grads. */
 void gexec_backward(GraphExec *x);
+/* Runs one op (for callers that interleave ranks op by op). */
+void gexec_run_op(GraphExec *x, int i);
 /* A parameter by name, or NULL. */
 float *gexec_param(GraphExec *x, const char *name, int64_t *count);
 

@@ -72,6 +72,12 @@ if(NOT PIPEC_FUZZ)
   add_test(NAME autodiff COMMAND test_autodiff)
   set_tests_properties(autodiff PROPERTIES ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
 
+  # Tensor parallel (Megatron sharding) gives the single-rank loss and gradients.
+  add_executable(test_tp tests/test_tp.c)
+  target_link_libraries(test_tp PRIVATE pipec_rt)
+  add_test(NAME tensor-parallel COMMAND test_tp)
+  set_tests_properties(tensor-parallel PROPERTIES ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
+
   # Wrong files: exact diagnostics, exit status 1.
   add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
   # Right files: each asserts what pipec --dump-model must print.
