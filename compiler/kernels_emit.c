@@ -93,6 +93,10 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
           sum = j;
       }
       int fuse = sum >= 0 && f.uses[o->out] == 1 && f.uses[g->op[e2].out] == 1;
+      if (o->tp > 1) { /* vocabulary-parallel: this rank's rows; positions stay apart */
+        add(&f, "vp_embedding_fwd", i, 0, "C=%d rows=%d %s", w, (int)g->param[o->weight].rows, prec);
+        break;
+      }
       k = add(&f, "embedding_fwd", i, 0, "C=%d wpe=%d %s", w, fuse, prec);
       if (fuse) cover(&f, k, pos), cover(&f, k, e2), cover(&f, k, sum);
       break;
@@ -162,18 +166,28 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
     case OP_SOFTMAX: add(&f, "softmax_fwd", i, 0, "C=%d %s", w, prec); break;
     case OP_DROPOUT: add(&f, "dropout", i, 0, "p=%g %s", o->scalar, prec); break;
     case OP_XENT: {
+      if (o->tp > 1) { /* vocabulary-parallel: the loss, and the gradient later */
+        add(&f, "vp_loss", i, 0, "%s", prec);
+        break;
+      }
       k = add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", g->t[o->in[0]].width, prec);
       for (int j = g->nfwd; j < g->nop; j++)
         if (g->op[j].kind == OP_XENT_BWD && g->op[j].fwd == i) cover(&f, k, j);
       break;
     }
-    case OP_XENT_BWD: add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", w, prec); break;
+    case OP_XENT_BWD:
+      if (o->tp > 1) add(&f, "vp_xent_bwd", i, 0, "V=%d %s", w, prec);
+      else add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", w, prec);
+      break;
     case OP_MATMUL_BWD_X: add(&f, "gemm", i, 1, "N x %d <- %d", (int)g->param[o->weight].cols, o->rows); break;
     case OP_MATMUL_BWD_W:
       add(&f, "gemm", i, 1, "%d x %d <- N", o->rows, (int)g->param[o->weight].cols);
       if (o->bias >= 0) add(&f, "bias_bwd", i, 0, "OC=%d %s", o->rows, prec);
       break;
-    case OP_EMBEDDING_BWD: add(&f, "embedding_bwd", i, 0, "C=%d %s", (int)g->param[o->weight].cols, prec); break;
+    case OP_EMBEDDING_BWD:
+      if (o->tp > 1) add(&f, "vp_embedding_bwd", i, 0, "C=%d rows=%d %s", (int)g->param[o->weight].cols, (int)g->param[o->weight].rows, prec);
+      else add(&f, "embedding_bwd", i, 0, "C=%d %s", (int)g->param[o->weight].cols, prec);
+      break;
     case OP_NORM_BWD_X:
     case OP_NORM_BWD_W: {
       int ln = g->op[o->fwd].kind == OP_LAYERNORM;
@@ -195,6 +209,8 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
     case OP_ALLREDUCE: add(&f, "allreduce", i, 1, "%d", w); break;
     case OP_BIAS: add(&f, "bias_fwd", i, 0, "OC=%d %s", w, prec); break;
     case OP_BIAS_BWD: add(&f, "bias_bwd", i, 0, "OC=%d %s", g->t[o->in[0]].width, prec); break;
+    case OP_VP_ROWMAX: add(&f, "vp_rowmax", i, 0, "V=%d %s", g->t[o->in[0]].width, prec); break;
+    case OP_VP_SUMEXP: add(&f, "vp_sumexp", i, 0, "V=%d %s", g->t[o->in[0]].width, prec); break;
     case OP_KIND_COUNT: break;
     }
   }
@@ -237,7 +253,8 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
                " * cuBLASLt calls made by the runtime and have no kernel here. */\n\n",
           p->model_name, p->precision, p->model_loc.file ? p->model_loc.file->path : "?");
   static const char *const order[] = {"common", "activation", "matmul_epilogue", "layernorm", "rmsnorm", "attention",
-                                      "softmax", "crossentropy", "embedding", "dropout", "elementwise", "reduce", "adamw"};
+                                      "softmax", "crossentropy", "embedding", "dropout", "elementwise", "reduce", "adamw",
+                                      "vocab_parallel"};
   for (size_t h = 0; h < sizeof order / sizeof order[0]; h++)
     for (int i = 0; pipe_cuda_headers[i].name; i++)
       if (!strcmp(pipe_cuda_headers[i].name, order[h])) fprintf(out, "%.*s\n", (int)pipe_cuda_headers[i].len, pipe_cuda_headers[i].text);
@@ -280,7 +297,29 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
     if (!strcmp(k->kind, "embedding_fwd"))
       fprintf(out, "extern \"C\" __global__ void %s(%s *out, const int *tokens, const %s *wte, const %s *wpe, int B, int Tn) {\n"
                    "  embedding_forward<%s>(out, tokens, wte, %s, B, Tn, %d);\n}\n\n", name, T, T, T, T, wpe ? "wpe" : "nullptr", C);
-    else if (!strcmp(k->kind, "positions"))
+    else if (!strcmp(k->kind, "vp_rowmax"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *M, const %s *logits, int N) {\n  vp_rowmax<%s>(M, logits, N, %d);\n}\n\n",
+              name, T, T, V);
+    else if (!strcmp(k->kind, "vp_sumexp"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *S, const %s *logits, const int *targets, const float *M, int N, int v0) {\n"
+                   "  vp_sumexp<%s>(S, logits, targets, M, N, %d, v0);\n}\n\n", name, T, T, V);
+    else if (!strcmp(k->kind, "vp_loss"))
+      fprintf(out, "extern \"C\" __global__ void %s(float *losses, const float *M, const float *S, const int *targets, int N) {\n"
+                   "  vp_loss(losses, M, S, targets, N);\n}\n\n", name);
+    else if (!strcmp(k->kind, "vp_xent_bwd"))
+      fprintf(out, "extern \"C\" __global__ void %s(%s *dlogits, const %s *logits, const int *targets, const float *M, const float *S,\n"
+                   "    int N, int v0, float scale) {\n  vp_xent_backward<%s>(dlogits, logits, targets, M, S, N, %d, v0, scale);\n}\n\n",
+              name, T, T, T, V);
+    else if (!strcmp(k->kind, "vp_embedding_fwd") || !strcmp(k->kind, "vp_embedding_bwd")) {
+      int rows = 0;
+      sscanf(strstr(k->sig, "rows="), "rows=%d", &rows);
+      if (!strcmp(k->kind, "vp_embedding_fwd"))
+        fprintf(out, "extern \"C\" __global__ void %s(%s *out, const int *tokens, const %s *w, long N, int v0) {\n"
+                     "  vp_embedding_forward<%s>(out, tokens, w, N, %d, v0, %d);\n}\n\n", name, T, T, T, C, rows);
+      else
+        fprintf(out, "extern \"C\" __global__ void %s(%s *dw, const %s *dout, const int *tokens, long N, int v0) {\n"
+                     "  vp_embedding_backward<%s>(dw, dout, tokens, N, %d, v0, %d);\n}\n\n", name, T, T, T, C, rows);
+    } else if (!strcmp(k->kind, "positions"))
       fprintf(out, "/* positions are computed where they are used (embedding_fwd) */\n\n");
     else if (!strcmp(k->kind, "bias_fwd"))
       fprintf(out, "extern \"C\" __global__ void %s(%s *out, const %s *bias, int N) {\n"

@@ -13,7 +13,7 @@ const char *const op_names[OP_KIND_COUNT] = {
   "positions", "embedding", "matmul", "layernorm", "rmsnorm", "attention", "act", "add", "sub", "mul", "scale",
   "dropout", "softmax", "cross_entropy", "cross_entropy_bwd", "matmul_bwd_x", "matmul_bwd_w", "embedding_bwd",
   "norm_bwd_x", "norm_bwd_w", "attention_bwd", "act_bwd", "dropout_bwd", "softmax_bwd", "tp_enter", "allreduce",
-  "bias", "bias_bwd",
+  "bias", "bias_bwd", "vp_rowmax", "vp_sumexp",
 };
 
 static const char *const act_names_k[] = {"gelu_tanh", "gelu", "relu", "silu"};
@@ -399,7 +399,8 @@ static void backward(B *b, int nfwd, int loss) {
       if (f->out != loss) continue;
       int d = dtensor(b, f->in[0]);
       OgOp *o = emit(b, OP_XENT_BWD, PHASE_I, d, f->loc, f->mod);
-      o->in[0] = f->in[0], o->in[1] = f->in[1], o->nin = 2, o->fwd = i;
+      o->in[0] = f->in[0], o->in[1] = f->in[1], o->nin = f->nin, o->fwd = i;
+      o->in[2] = f->in[2], o->in[3] = f->in[3], o->tp = f->tp, o->tp_rank = f->tp_rank;
       add_grad(&g, f->in[0], d, f->loc);
       continue;
     }
@@ -422,6 +423,7 @@ static void backward(B *b, int nfwd, int loss) {
     case OP_EMBEDDING:
       o = emit(b, OP_EMBEDDING_BWD, PHASE_W, -1, f->loc, f->mod);
       o->in[0] = dy, o->in[1] = f->in[0], o->nin = 2, o->weight = f->weight, o->fwd = i;
+      o->tp = f->tp, o->tp_rank = f->tp_rank;
       break;
     case OP_LAYERNORM:
     case OP_RMSNORM: {
@@ -676,6 +678,15 @@ OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank) {
       memcpy(role, trial, sizeof(int) * (size_t)g->nop);
     }
   }
+  /* vocabulary parallel: the head feeding the loss, when the vocabulary divides by tp */
+  int vp_head = -1, vp_xent = -1;
+  if (g->loss >= 0) {
+    int x = g->t[g->loss].producer;
+    int h = x >= 0 && g->op[x].kind == OP_XENT ? g->t[g->op[x].in[0]].producer : -1;
+    if (h >= 0 && g->op[h].kind == OP_MATMUL && g->op[h].row0 == 0 && g->param[g->op[h].weight].rows % tp == 0 &&
+        g->op[h].rows == g->param[g->op[h].weight].rows)
+      vp_head = h, vp_xent = x, role[h] = R_COL;
+  }
   for (int i = 0; i < nf; i++) /* matmuls producing region inputs */
     if (g->op[i].kind == OP_MATMUL && role[i] == R_REP)
       for (int r = 0; r < nreaders[g->op[i].out]; r++)
@@ -746,6 +757,34 @@ OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank) {
       }
       remap[o->out] = fin;
       T(&b, part)->producer = b.op.len - (o->bias >= 0 ? 3 : 2);
+      continue;
+    } else if (i == vp_xent) { /* the softmax's max and sum over all ranks' slices */
+      int logits = remap[o->in[0]], vs = T(&b, logits)->width;
+      b.op.len--;
+      int m = tensor(&b, 1, 0, "vocab max");
+      OgOp *q = emit(&b, OP_VP_ROWMAX, PHASE_F, m, o->loc, o->mod);
+      q->in[0] = logits, q->nin = 1;
+      int M = tensor(&b, 1, 0, "vocab max");
+      q = emit(&b, OP_ALLREDUCE, PHASE_F, M, o->loc, o->mod);
+      q->in[0] = m, q->nin = 1, q->scalar = 1; /* max */
+      int st = tensor(&b, 2, 0, "vocab sums");
+      q = emit(&b, OP_VP_SUMEXP, PHASE_F, st, o->loc, o->mod);
+      q->in[0] = logits, q->in[1] = remap[o->in[1]], q->in[2] = M, q->nin = 3, q->tp = tp, q->tp_rank = rank;
+      int S = tensor(&b, 2, 0, "vocab sums");
+      q = emit(&b, OP_ALLREDUCE, PHASE_F, S, o->loc, o->mod);
+      q->in[0] = st, q->nin = 1;
+      ptrvec_push(a, &b.op, n);
+      n->in[2] = M, n->in[3] = S, n->nin = 4, n->tp = tp, n->tp_rank = rank;
+      (void)vs;
+      n->out = tensor(&b, 1, 0, g->t[o->out].what);
+    } else if (o->kind == OP_EMBEDDING && vp_head >= 0 && o->weight == g->op[vp_head].weight) {
+      /* the tied token embedding: this rank's vocabulary rows, then the sum over ranks */
+      int part = tensor(&b, w, 0, g->t[o->out].what);
+      n->out = part, n->tp = tp, n->tp_rank = rank;
+      int sum = tensor(&b, w, 0, g->t[o->out].what);
+      OgOp *ar = emit(&b, OP_ALLREDUCE, PHASE_F, sum, o->loc, o->mod);
+      ar->in[0] = part, ar->nin = 1;
+      remap[o->out] = sum;
       continue;
     } else if (role[i] == R_SHARD) {
       n->out = tensor(&b, w / tp, 0, g->t[o->out].what);

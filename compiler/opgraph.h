@@ -46,6 +46,8 @@ typedef enum {
   OP_ALLREDUCE,      /* out = sum over the tp group of in0 (g: all-reduce forward, identity backward) */
   OP_BIAS,           /* out = in0 + bias (a row-parallel linear's bias, after its all-reduce) */
   OP_BIAS_BWD,       /* dbias += column sums of in0 (dy) */
+  OP_VP_ROWMAX,      /* out (1) = max over this rank's vocabulary slice of in0 (logits) */
+  OP_VP_SUMEXP,      /* out (2) = [sum exp(in0 - in2), in0[target] if this rank owns it else 0], in1 targets */
   OP_KIND_COUNT
 } OpKind;
 
@@ -79,7 +81,7 @@ typedef struct OgParam {
 typedef struct OgOp {
   OpKind kind;
   OpPhase phase;
-  int in[3], nin;
+  int in[4], nin;
   int out, out2;      /* tensors; out2: the second output of cross-attention backward */
   int weight, bias;   /* params, -1 if none */
   int row0, rows;     /* weight rows used by OP_MATMUL (a slice for cross-attention) */
@@ -87,6 +89,7 @@ typedef struct OgOp {
   double scalar;      /* OP_SCALE factor; dropout p; norm eps */
   int heads, kv_heads, causal;
   int top;            /* index of the top-level module this op belongs to */
+  int tp, tp_rank;    /* vocabulary-parallel embedding / cross-entropy: the slice is rank's */
   int fwd;            /* backward ops: the forward op they differentiate */
   const Module *mod;  /* the primitive module, NULL for tensor arithmetic */
   Loc loc;            /* where the .pipe source asks for it */
@@ -110,7 +113,10 @@ OpGraph *opgraph_build(Arena *a, Diag *d, const Program *p);
  * whose output flows, through elementwise ops and attention only, into
  * another linear is column-parallel (its rows split, attention split by
  * heads) and that other linear row-parallel (its columns split, then an
- * all-reduce, then its bias). Everything else is replicated. The backward
+ * all-reduce, then its bias). When the vocabulary divides by tp, the token
+ * embedding, the head and the cross-entropy are vocabulary-parallel (each
+ * rank a slice of the vocabulary; the softmax's max and sum all-reduced).
+ * Everything else is replicated. The backward
  * is derived again, with the all-reduce of the gradient at each entry into
  * a parallel region. tp == 1 returns g. */
 OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank);

@@ -118,8 +118,39 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
     for (int r = 0; r < N; r++) x->ival[o->out][r] = r % x->T;
     break;
   case OP_EMBEDDING:
+    if (o->tp > 1) { /* vocabulary-parallel: this rank's rows, zeros for the others' tokens */
+      int64_t rows = wp->rows, r0 = rows * o->tp_rank;
+      const float *W = P(x, o->weight, 0, 0);
+      for (int r = 0; r < N; r++) {
+        int64_t id = x->ival[o->in[0]][r] - r0;
+        if (id >= 0 && id < rows) memcpy(out + (long)r * w, W + id * w, sizeof(float) * (size_t)w);
+        else memset(out + (long)r * w, 0, sizeof(float) * (size_t)w);
+      }
+      break;
+    }
     k_embedding_forward(out, x->ival[o->in[0]], P(x, o->weight, 0, 0), NULL, x->B, x->T, w);
     break;
+  case OP_VP_ROWMAX: {
+    int V = g->t[o->in[0]].width;
+    for (int r = 0; r < N; r++) {
+      float m = -INFINITY;
+      for (int c = 0; c < V; c++) m = fmaxf(m, in0[(long)r * V + c]);
+      out[r] = m;
+    }
+    break;
+  }
+  case OP_VP_SUMEXP: {
+    int V = g->t[o->in[0]].width;
+    const float *M = x->val[o->in[2]];
+    for (int r = 0; r < N; r++) {
+      double se = 0;
+      for (int c = 0; c < V; c++) se += exp((double)in0[(long)r * V + c] - M[r]);
+      int64_t t = x->ival[o->in[1]][r] - (int64_t)V * o->tp_rank;
+      out[2 * r] = (float)se;
+      out[2 * r + 1] = t >= 0 && t < V ? in0[(long)r * V + t] : 0.0f;
+    }
+    break;
+  }
   case OP_MATMUL:
     k_matmul_forward(out, in0, P(x, o->weight, o->row0, wp->cols), P(x, o->bias, o->row0, 0), N, (int)wp->cols, o->rows);
     break;
@@ -150,6 +181,11 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
   case OP_SOFTMAX: k_softmax_forward(out, in0, N, w); break;
   case OP_XENT: {
     int V = g->t[o->in[0]].width;
+    if (o->tp > 1) { /* vocabulary-parallel: from the all-reduced max and sums */
+      const float *M = x->val[o->in[2]], *S = x->val[o->in[3]];
+      for (int r = 0; r < N; r++) out[r] = x->ival[o->in[1]][r] < 0 ? 0 : logf(S[2 * r]) + M[r] - S[2 * r + 1];
+      break;
+    }
     k_crossentropy_forward_backward(out, NULL, in0, x->ival[o->in[1]], N, V, 0);
     break;
   }
@@ -157,7 +193,20 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
     float *losses = x->val[g->op[o->fwd].out];
     int valid = 0;
     for (int r = 0; r < N; r++) valid += x->ival[o->in[1]][r] >= 0;
-    k_crossentropy_forward_backward(losses, out, in0, x->ival[o->in[1]], N, w, valid ? 1.0f / (float)valid : 0);
+    float scale = valid ? 1.0f / (float)valid : 0;
+    if (o->tp > 1) {
+      const float *M = x->val[o->in[2]], *S = x->val[o->in[3]];
+      for (int r = 0; r < N; r++) {
+        int32_t tg = x->ival[o->in[1]][r];
+        int64_t t = tg - (int64_t)w * o->tp_rank;
+        for (int c = 0; c < w; c++) {
+          float pr = tg < 0 ? 0 : expf(in0[(long)r * w + c] - M[r]) / S[2 * r];
+          out[(long)r * w + c] = (pr - (c == t ? 1.0f : 0.0f)) * scale * (tg >= 0);
+        }
+      }
+      break;
+    }
+    k_crossentropy_forward_backward(losses, out, in0, x->ival[o->in[1]], N, w, scale);
     break;
   }
   case OP_MATMUL_BWD_X:
@@ -167,6 +216,16 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
     k_matmul_backward_weight(G(x, o->weight, o->row0, wp->cols), G(x, o->bias, o->row0, 0), in0, in1, N, (int)wp->cols, o->rows);
     break;
   case OP_EMBEDDING_BWD:
+    if (o->tp > 1) {
+      int64_t rows = wp->rows, r0 = rows * o->tp_rank, C = wp->cols;
+      float *dW = G(x, o->weight, 0, 0);
+      for (int r = 0; r < N; r++) {
+        int64_t id = x->ival[o->in[1]][r] - r0;
+        if (id >= 0 && id < rows)
+          for (int64_t c = 0; c < C; c++) dW[id * C + c] += in0[(long)r * C + c];
+      }
+      break;
+    }
     k_embedding_backward(G(x, o->weight, 0, 0), NULL, in0, x->ival[o->in[1]], x->B, x->T, (int)wp->cols);
     break;
   case OP_NORM_BWD_X: {

@@ -1,6 +1,7 @@
 #!/bin/sh
 # emit_kernels.sh PIPEC SRC OUTDIR — `pipec --emit kernels` for GPT-2 small,
-# GPT-2 medium and PyTorch's tutorial model: the CUDA C is written, NVRTC
+# GPT-2 medium, PyTorch's tutorial model and the tiny GPT-2 (tp = 2 with a
+# vocabulary-parallel head): the CUDA C is written, NVRTC
 # compiles it for sm_80 and sm_90 (cubins: ELF files for the CUDA machine)
 # and to PTX for compute_90 (with an .entry per kernel). A second run is
 # served by the cache.
@@ -12,7 +13,7 @@ bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 mkdir -p "$out"
 export PIPEC_CACHE_DIR="$out/cache"
 rm -rf "$PIPEC_CACHE_DIR"
-for m in gpt2 gpt2-medium pipelining-tutorial; do
+for m in gpt2 gpt2-medium pipelining-tutorial gpt2-tiny; do
   log=$("$pipec" --emit kernels "$out" "$src/models/$m.pipe" 2>&1) || { bad "$m: pipec failed"; echo "$log"; continue; }
   name=$(printf '%s\n' "$log" | sed -n 's|.*/\([A-Za-z0-9_]*\)\.cu: .*|\1|p')
   wrappers=$(grep -c '^extern "C" __global__' "$out/$name.cu")

@@ -51,6 +51,10 @@ static const Group groups[] = {
     {"adamw", NULL, {"adamw"}, NULL},
     {"reduce", NULL, {"sumsq_partial", "colsum_accumulate"}, "sumsq_finish"},
     {"attention", NULL, {"attention_forward", "attention_backward_dq", "attention_backward_dkdv"}, NULL},
+    {"vocab_parallel",
+     NULL,
+     {"vp_rowmax", "vp_sumexp", "vp_xent_backward", "vp_embedding_forward", "vp_embedding_backward"},
+     "vp_loss"},
 };
 enum { NGROUPS = sizeof groups / sizeof groups[0] };
 

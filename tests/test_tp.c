@@ -1,6 +1,7 @@
 /* test_tp.c — tensor parallelism gives the same numbers as one rank: each
  * model is sharded over tp ranks (Megatron column/row linears, attention by
- * heads), the ranks run op by op in one process with their all-reduces done
+ * heads; vocabulary-parallel embedding, head and cross-entropy when the
+ * vocabulary divides by tp), the ranks run op by op in one process with their all-reduces done
  * in memory, and the loss and every parameter gradient (this rank's part of
  * the full one) must match the single-rank run. */
 #include <math.h>
@@ -15,19 +16,25 @@
 static const char *models[][2] = {
   {"gpt2",
    "import \"nn\"\n"
-   "model g { vocab = 61  context = 16  dim = 32  heads = 4  depth = 2\n"
+   "model g { vocab = 64  context = 16  dim = 32  heads = 4  depth = 2\n"
    "  wte = embedding(vocab, dim)  wpe = embedding(context, dim)\n"
    "  layers = [depth] transformer_block(dim, heads)\n"
    "  ln_f = layernorm(dim)  lm_head = linear(dim, vocab, bias = false, tie = wte)  loss = cross_entropy() }\n"},
   {"tutorial",
    "import \"nn\"\n"
-   "model t { vocab = 53  dim = 16  heads = 4\n"
+   "model t { vocab = 52  dim = 16  heads = 4\n"
    "  tok = embedding(vocab, dim)  layers = [2] decoder_layer(dim, heads, ff = 40, dropout = 0.0)\n"
    "  norm = layernorm(dim)  output = linear(dim, vocab)  loss = cross_entropy()\n"
    "  forward(tokens, targets) { h = tok(tokens)  h = layers(h, h)  return loss(output(norm(h)), targets) } }\n"},
+  {"gpt2-odd-vocab",
+   "import \"nn\"\n"
+   "model g { vocab = 61  context = 16  dim = 32  heads = 4  depth = 1\n"
+   "  wte = embedding(vocab, dim)  wpe = embedding(context, dim)\n"
+   "  layers = [depth] transformer_block(dim, heads)\n"
+   "  ln_f = layernorm(dim)  lm_head = linear(dim, vocab, bias = false, tie = wte)  loss = cross_entropy() }\n"},
   {"llama",
    "import \"nn\"\n"
-   "model l { vocab = 47  dim = 16  heads = 4\n"
+   "model l { vocab = 46  dim = 16  heads = 4\n"
    "  tok = embedding(vocab, dim)  layers = [2] llama_block(dim, heads, kv_heads = 2, hidden = 24)\n"
    "  norm = rmsnorm(dim)  output = linear(dim, vocab, bias = false)  loss = cross_entropy() }\n"},
 };
@@ -45,9 +52,13 @@ static void run_ops(Group *grp, int from, int to, int phase) {
     for (int r = 0; r < grp->tp; r++) gexec_run_op(grp->x[r], i);
     if (g->op[i].kind == OP_ALLREDUCE) {
       long n = (long)grp->x[0]->N * g->t[g->op[i].out].width;
+      int max = g->op[i].scalar == 1; /* the vocabulary-parallel softmax's max */
       for (long k = 0; k < n; k++) {
-        double s = 0;
-        for (int r = 0; r < grp->tp; r++) s += grp->x[r]->val[grp->x[r]->g->op[i].out][k];
+        double s = max ? -INFINITY : 0;
+        for (int r = 0; r < grp->tp; r++) {
+          double v = grp->x[r]->val[grp->x[r]->g->op[i].out][k];
+          s = max ? fmax(s, v) : s + v;
+        }
         for (int r = 0; r < grp->tp; r++) grp->x[r]->val[grp->x[r]->g->op[i].out][k] = (float)s;
       }
     }
@@ -96,6 +107,10 @@ int main(void) {
       Lr /= valid;
       CHECK(fabs(Lr - L) <= 1e-5 * fabs(L), "%s tp=%d: loss %.7f, one rank %.7f", models[mi][0], tp, Lr, L);
       CHECK(sharded >= 4, "%s tp=%d: only %d parameters sharded", models[mi][0], tp, sharded);
+      for (int k = 0; k < g0->nparam; k++)
+        if (!strcmp(g0->param[k].name, "wte.weight")) /* vocabulary-parallel exactly when the vocabulary divides */
+          CHECK(g0->param[k].shard == (g0->param[k].full_rows % tp ? SHARD_NONE : SHARD_ROWS), "%s tp=%d: wte.weight shard %d",
+                models[mi][0], tp, g0->param[k].shard);
       /* gradients: this rank's part of the full gradient */
       double worst = 0;
       const char *worst_name = "";
