@@ -10,6 +10,7 @@
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
 #include "compiler/kernels_emit.h"
+#include "compiler/memplan.h"
 #include "compiler/opgraph.h"
 #include "lib/nvrtc.h"
 #include "compiler/plan.h"
@@ -31,6 +32,10 @@ static void usage(FILE *out) {
         "  --dump-kernels       print the kernels the operations fuse into\n"
         "  --emit kernels DIR   write the model's CUDA C to DIR/MODEL.cu and compile it\n"
         "                       with NVRTC for sm_80, sm_90 and PTX (cached on disk)\n"
+        "  --memory             print each rank's static memory plan (parameters, gradients,\n"
+        "                       optimizer state, saved activations, workspace)\n"
+        "  --device-memory SIZE refuse a plan that needs more than SIZE on any rank\n"
+        "                       (e.g. 80GiB, 24GB, 16G)\n"
         "  --dump-plan          print the rank layout and the tp, dp, pp and tied groups\n"
         "  --plan-json FILE     write the rank plan as JSON to FILE\n"
         "  --dump-schedule      print the schedule IR of every rank, and its simulation:\n"
@@ -136,6 +141,8 @@ int main(int argc, char **argv) {
   const char *file = NULL, *outdir = NULL;
   int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0, dump_kernels = 0;
   const char *emit_kernels = NULL;
+  int show_memory = 0;
+  int64_t device_memory = 0;
   const char *plan_json = NULL;
   ReportOptions ro = {.tflops = 100, .color = isatty(1) && !getenv("NO_COLOR")};
   FrontendOptions opt = {0};
@@ -171,6 +178,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--dump-plan")) dump_plan = 1;
     else if (!strcmp(a, "--dump-ops")) dump_ops = 1;
     else if (!strcmp(a, "--dump-kernels")) dump_kernels = 1;
+    else if (!strcmp(a, "--memory")) show_memory = 1;
+    else if (!strcmp(a, "--device-memory")) {
+      NEED_VALUE();
+      if ((device_memory = memplan_parse_bytes(val)) <= 0) return usage_error("--device-memory needs a size such as 80GiB, not '%s'", val);
+    }
     else if (!strcmp(a, "--emit")) {
       NEED_VALUE();
       if (strcmp(val, "kernels")) return usage_error("--emit takes 'kernels', not '%s'", val);
@@ -230,10 +242,47 @@ int main(int argc, char **argv) {
   else ops = opgraph_shard(&arena, ops, p->tp, 0); /* what one tensor-parallel rank runs (all alike) */
   clock_gettime(CLOCK_MONOTONIC, &t1);
   int status = 0;
+  if (p && (show_memory || device_memory)) {
+    /* the memory plan of each distinct pipeline, from its schedule */
+    for (int i = 0; i < p->npipes && !status; i++) {
+      const Pipeline *pl = &p->pipes[i];
+      if (i && pl->stages == p->pipes[i - 1].stages) continue;
+      SimResult sim;
+      char err[512];
+      Schedule *s = report_build(p, pl, ro.tflops, &sim, err, sizeof err);
+      if (!s) {
+        fprintf(stderr, "pipec: error: %s\n", err);
+        status = 1;
+        break;
+      }
+      MemPlan *mp = memplan_build(&arena, p, ops, pl, s, &sim);
+      if (show_memory) {
+        if (pl->template_name) printf("pipeline template %s\n", pl->template_name);
+        memplan_print(stdout, mp, p);
+      }
+      for (int r = 0; r < mp->nranks && device_memory; r++)
+        if (mp->rank[r].total > device_memory) {
+          fprintf(stderr, "pipec: error: pipeline rank %d needs %.2f GiB (parameters %.2f, optimizer %.2f, activations %.2f x %d microbatches),"
+                          " more than --device-memory %.2f GiB; use more pipeline stages or tensor parallelism%s%s\n",
+                  r, mp->rank[r].total / 1073741824.0, mp->rank[r].param_bytes / 1073741824.0, mp->rank[r].optim_bytes / 1073741824.0,
+                  mp->rank[r].act_per_microbatch / 1073741824.0, mp->rank[r].slots, device_memory / 1073741824.0,
+                  p->schedule == SCHED_GPIPE || p->schedule == SCHED_LOOPED_BFS ? ", a schedule that keeps fewer microbatches in flight (1f1b)" : "",
+                  strcmp(p->precision, "bf16") ? ", or bf16" : "");
+          status = 1;
+        }
+      schedule_free(s);
+      sim_result_free(&sim);
+    }
+    if (status) p = NULL, diag.errors++;
+  }
+  if (!p && status) {
+    arena_free(&arena);
+    return status;
+  }
   if (!p) {
     fprintf(stderr, "pipec: %d error%s in %s\n", diag.errors, diag.errors == 1 ? "" : "s", file);
     status = 1;
-  } else if (dump || dump_ops || dump_kernels || emit_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
+  } else if (show_memory || dump || dump_ops || dump_kernels || emit_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
     if (dump) program_dump(stdout, p);
     if (dump_ops) opgraph_dump(stdout, ops, p);
     if (dump_kernels || emit_kernels) {

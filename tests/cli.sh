@@ -56,6 +56,10 @@ for m in gpt2 gpt2-medium gpt2-large gpt2-xl pipelining-tutorial examples/llama-
   n=$("$pipec" --check models/$m.pipe | sed -n 's/.*, \([0-9]*\) parameters.*/\1/p')
   check "ops-params-$m" 0 "($n values)" "$pipec" --dump-ops models/$m.pipe
 done
+check memory-plan 0 "294.38 MiB x 4" "$pipec" --memory tests/schedule/1f1b.pipe
+check device-memory 1 "pipeline rank 3 needs 7.09 GiB" "$pipec" --check --device-memory 4GiB tests/schedule/gpipe.pipe
+check device-memory-fits 0 ": ok" "$pipec" --check --device-memory 8GiB tests/schedule/gpipe.pipe
+check device-memory-bad 2 "--device-memory needs a size" "$pipec" --check --device-memory lots models/gpt2.pipe
 check import-dir 0 ": ok" "$pipec" --check --import-dir tests/good tests/good/custom-block.pipe
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

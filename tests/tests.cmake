@@ -78,6 +78,11 @@ if(NOT PIPEC_FUZZ)
   add_test(NAME tensor-parallel COMMAND test_tp)
   set_tests_properties(tensor-parallel PROPERTIES ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
 
+  # The static memory plan follows the schedule (1F1B below GPipe by the expected microbatches).
+  add_executable(test_memplan tests/test_memplan.c)
+  target_link_libraries(test_memplan PRIVATE pipec_front m)
+  add_test(NAME memory-plan COMMAND test_memplan ${CMAKE_CURRENT_SOURCE_DIR})
+
   # Wrong files: exact diagnostics, exit status 1.
   add_test(NAME bad-files COMMAND sh ${PIPEC_TESTS}/run_bad.sh $<TARGET_FILE:pipec> ${PIPEC_TESTS}/bad)
   # Right files: each asserts what pipec --dump-model must print.
