@@ -10,12 +10,11 @@
 #include "compiler/opgraph.h"
 #include "compiler/report.h"
 #include "tests/check.h"
+#include "tests/compile.h"
 
 static MemPlan *plan(Arena *a, const char *path) {
-  Diag d = {.out = stderr};
-  FrontendOptions fo = {0};
-  Program *p = pipe_frontend(a, &d, path, NULL, 0, &fo);
-  OpGraph *g = p ? opgraph_build(a, &d, p) : NULL;
+  Program *p = test_compile(a, path, NULL);
+  OpGraph *g = test_graph(a, p);
   if (!g) return NULL;
   SimResult sim;
   char err[256];

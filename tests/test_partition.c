@@ -12,6 +12,7 @@
 #include "compiler/frontend.h"
 #include "compiler/report.h"
 #include "tests/check.h"
+#include "tests/compile.h"
 
 
 static const char *model_fmt =
@@ -28,11 +29,6 @@ static const char *model_fmt =
     "parallel { pp = %d }\n"
     "train { batch = 8   microbatches = 8   seq = 1024   schedule = 1f1b }\n";
 
-static Program *compile(Arena *a, const char *text) {
-  Diag d = {.out = stderr};
-  FrontendOptions o = {0};
-  return pipe_frontend(a, &d, "test.pipe", text, (long)strlen(text), &o);
-}
 
 static double step_time(const Program *p) {
   SimResult r;
@@ -74,9 +70,9 @@ int main(void) {
   /* 1. auto beats even layer counts on the simulated step */
   snprintf(text, sizeof text, model_fmt, 50257, 12, ", tie = wte",
            "split { layers.3: BEGINNING  layers.6: BEGINNING  layers.9: BEGINNING }", 4);
-  Program *even = compile(&a, text);
+  Program *even = test_compile(&a, "test.pipe", text);
   snprintf(text, sizeof text, model_fmt, 50257, 12, ", tie = wte", "partition = auto", 4);
-  Program *autop = compile(&a, text);
+  Program *autop = test_compile(&a, "test.pipe", text);
   CHECK(even && autop, "models compile");
   if (even && autop) {
     double te = step_time(even), ta = step_time(autop);
@@ -89,7 +85,7 @@ int main(void) {
     for (int di = 0; di < 3; di++)
       for (int k = 1; k <= 4; k++) {
         snprintf(text, sizeof text, model_fmt, vocabs[vi], depths[di], vi == 1 ? ", tie = wte" : "", "partition = auto", k);
-        Program *p = compile(&a, text);
+        Program *p = test_compile(&a, "test.pipe", text);
         CHECK(p != NULL, "vocab %d depth %d pp %d compiles", vocabs[vi], depths[di], k);
         if (!p) continue;
         const Pipeline *pl = &p->pipes[0];

@@ -12,6 +12,7 @@
 #include "compiler/opgraph.h"
 #include "runtime/graph_exec.h"
 #include "tests/check.h"
+#include "tests/compile.h"
 
 static const char *models[][2] = {
   {"gpt2",
@@ -68,11 +69,7 @@ static void run_ops(Group *grp, int from, int to, int phase) {
 int main(void) {
   for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
     Arena a = {0};
-    Diag d = {.out = stderr};
-    FrontendOptions fo = {0};
-    const char *text = models[mi][1];
-    Program *p = pipe_frontend(&a, &d, models[mi][0], text, (long)strlen(text), &fo);
-    OpGraph *g = p ? opgraph_build(&a, &d, p) : NULL;
+    OpGraph *g = test_graph(&a, test_compile(&a, models[mi][0], models[mi][1]));
     CHECK(g != NULL, "%s compiles", models[mi][0]);
     if (!g) continue;
     int B = 2, T = 7, N = B * T;
