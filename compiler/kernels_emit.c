@@ -2,7 +2,11 @@
 #include "compiler/kernels_emit.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "lib/nvrtc.h"
 
 static const char *const act_c[] = {"PIPEC_ACT_GELU_TANH", "PIPEC_ACT_GELU_ERF", "PIPEC_ACT_RELU", "PIPEC_ACT_SILU"};
 
@@ -405,4 +409,63 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
           !strcmp(T, "bf16") ? "bf16" : "f32", T, !strcmp(T, "bf16") ? "bf16" : "f32");
   arena_free(&a);
   return n;
+}
+
+/* 0 when all `len` bytes reached the file */
+static int write_file(const char *path, const char *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  int bad = fwrite(data, 1, len, f) != len;
+  bad |= fclose(f) != 0;
+  return bad ? -1 : 0;
+}
+
+int kernels_emit_files(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p) {
+  /* the source is made in memory once: written to the file and compiled from there */
+  char *src = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&src, &len);
+  int n = kernels_emit_cuda(mem, kp, g, p);
+  fclose(mem);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.cu", dir, p->model_name);
+  if (write_file(path, src, len)) {
+    fprintf(stderr, "pipec: error: cannot write '%s' (does the folder exist?)\n", path);
+    free(src);
+    return 1;
+  }
+  printf("%s: %d kernels\n", path, n);
+  char why[256];
+  if (!nvrtc_available(why, sizeof why)) {
+    printf("NVRTC is not available (%s): wrote the CUDA C only\n", why);
+    free(src);
+    return 0;
+  }
+  static const char *const archs[] = {"sm_80", "sm_90", "compute_90"};
+  char name[256];
+  snprintf(name, sizeof name, "%s.cu", p->model_name);
+  int status = 0;
+  for (int i = 0; i < 3 && !status; i++) {
+    NvrtcOutput out = {0};
+    static char log[1 << 16];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = nvrtc_compile_cached(name, src, archs[i], NULL, &out, log, sizeof log);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc) {
+      fprintf(stderr, "pipec: error: NVRTC could not compile %s/%s for %s:\n%s\n", dir, name, archs[i], log);
+      status = 1;
+      break;
+    }
+    snprintf(path, sizeof path, "%s/%s.%s.%s", dir, p->model_name, archs[i], out.is_ptx ? "ptx" : "cubin");
+    if (write_file(path, (const char *)out.data, out.size)) {
+      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
+      status = 1;
+    } else
+      printf("%s: %zu bytes, %s in %.2f s\n", path, out.size, out.from_cache ? "from the cache" : "compiled",
+             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    nvrtc_output_free(&out);
+  }
+  free(src);
+  return status;
 }

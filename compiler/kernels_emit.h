@@ -38,5 +38,9 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p);
 /* Returns the number of distinct wrappers written. */
 int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p);
 void kernels_dump(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p);
+/* --emit kernels DIR: DIR/MODEL.cu, then (when NVRTC loads) cubins for sm_80
+ * and sm_90 and PTX for compute_90, from the cache when it has them. Prints
+ * what it wrote; returns 0, or 1 after printing the error. */
+int kernels_emit_files(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p);
 
 #endif

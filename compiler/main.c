@@ -12,7 +12,6 @@
 #include "compiler/kernels_emit.h"
 #include "compiler/memplan.h"
 #include "compiler/opgraph.h"
-#include "lib/nvrtc.h"
 #include "compiler/plan.h"
 #include "compiler/report.h"
 #include "version.h"
@@ -77,64 +76,6 @@ static int parse_count(const char *s, int *out) {
   if (!*s || *end || v < 0 || v > 1 << 24) return 0;
   *out = (int)v;
   return 1;
-}
-
-/* --emit kernels DIR: the CUDA C, then cubins for sm_80 and sm_90 and PTX. */
-static int emit_cuda(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s.cu", dir, p->model_name);
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "pipec: error: cannot write '%s' (does the folder exist?)\n", path);
-    return 1;
-  }
-  int n = kernels_emit_cuda(f, kp, g, p);
-  if (fclose(f)) {
-    fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
-    return 1;
-  }
-  printf("%s: %d kernels\n", path, n);
-  char why[256];
-  if (!nvrtc_available(why, sizeof why)) {
-    printf("NVRTC is not available (%s): wrote the CUDA C only\n", why);
-    return 0;
-  }
-  f = fopen(path, "rb");
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *src = malloc((size_t)len + 1);
-  size_t got = fread(src, 1, (size_t)len, f);
-  src[got] = 0;
-  fclose(f);
-  static const char *const archs[] = {"sm_80", "sm_90", "compute_90"};
-  int status = 0;
-  for (int i = 0; i < 3 && !status; i++) {
-    NvrtcOutput out = {0};
-    char log[16384];
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    char name[256];
-    snprintf(name, sizeof name, "%s.cu", p->model_name);
-    int rc = nvrtc_compile_cached(name, src, archs[i], NULL, &out, log, sizeof log);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (rc) {
-      fprintf(stderr, "pipec: error: NVRTC could not compile %s for %s:\n%s\n", path, archs[i], log);
-      status = 1;
-      break;
-    }
-    snprintf(path, sizeof path, "%s/%s.%s.%s", dir, p->model_name, archs[i], out.is_ptx ? "ptx" : "cubin");
-    FILE *o = fopen(path, "wb");
-    if (!o || fwrite(out.data, 1, out.size, o) != out.size || fclose(o)) {
-      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
-      status = 1;
-    } else
-      printf("%s: %zu bytes, %s in %.2f s\n", path, out.size, out.from_cache ? "from the cache" : "compiled",
-             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-    nvrtc_output_free(&out);
-  }
-  free(src);
-  return status;
 }
 
 int main(int argc, char **argv) {
@@ -288,7 +229,7 @@ int main(int argc, char **argv) {
     if (dump_kernels || emit_kernels) {
       KernelPlan *kp = kernels_fuse(&arena, ops, p);
       if (dump_kernels) kernels_dump(stdout, kp, ops, p);
-      if (emit_kernels && emit_cuda(emit_kernels, kp, ops, p)) status = 1;
+      if (emit_kernels && kernels_emit_files(emit_kernels, kp, ops, p)) status = 1;
     }
     if (explain) cost_explain_partition(stdout, p);
     if (dump_plan) plan_print(stdout, p);
