@@ -20,15 +20,16 @@ typedef struct F {
   int fused_ops;
 } F;
 
-static FusedKernel *add(F *f, const char *kind, int op, int library, const char *sigfmt, ...) __attribute__((format(printf, 5, 6)));
-static FusedKernel *add(F *f, const char *kind, int op, int library, const char *sigfmt, ...) {
+static FusedKernel *add(F *f, const char *kind, int op, int library, KSizes z, const char *sigfmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static FusedKernel *add(F *f, const char *kind, int op, int library, KSizes z, const char *sigfmt, ...) {
   FusedKernel *k = arena_alloc(f->A, sizeof *k);
   char buf[256];
   va_list ap;
   va_start(ap, sigfmt);
   vsnprintf(buf, sizeof buf, sigfmt, ap);
   va_end(ap);
-  k->kind = kind, k->first_op = op, k->library = library;
+  k->kind = kind, k->first_op = op, k->library = library, k->z = z;
   k->sig = arena_printf(f->A, "%s %s", kind, buf);
   k->ops = arena_alloc(f->A, sizeof(int) * 8);
   k->ops[k->nops++] = op;
@@ -98,28 +99,31 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
       }
       int fuse = sum >= 0 && f.uses[o->out] == 1 && f.uses[g->op[e2].out] == 1;
       if (o->tp > 1) { /* vocabulary-parallel: this rank's rows; positions stay apart */
-        add(&f, "vp_embedding_fwd", i, 0, "C=%d rows=%d %s", w, (int)g->param[o->weight].rows, prec);
+        KSizes z = {.C = w, .rows = (int)g->param[o->weight].rows};
+        add(&f, "vp_embedding_fwd", i, 0, z, "C=%d rows=%d %s", z.C, z.rows, prec);
         break;
       }
-      k = add(&f, "embedding_fwd", i, 0, "C=%d wpe=%d %s", w, fuse, prec);
+      KSizes z = {.C = w, .wpe = fuse};
+      k = add(&f, "embedding_fwd", i, 0, z, "C=%d wpe=%d %s", z.C, z.wpe, prec);
       if (fuse) cover(&f, k, pos), cover(&f, k, e2), cover(&f, k, sum);
       break;
     }
-    case OP_POSITIONS: add(&f, "positions", i, 0, "%s", prec); break;
+    case OP_POSITIONS: add(&f, "positions", i, 0, (KSizes){0}, "%s", prec); break;
     case OP_MATMUL: {
-      add(&f, "gemm", i, 1, "N x %d <- %d", o->rows, (int)g->param[o->weight].cols);
+      add(&f, "gemm", i, 1, (KSizes){0}, "N x %d <- %d", o->rows, (int)g->param[o->weight].cols);
       int c = f.consumer[o->out];
       int act_next = f.uses[o->out] == 2 && g->op[c].kind == OP_ACT_BWD; /* the act and its backward read it */
       int actop = -1;
       for (int j = i + 1; act_next && j < g->nfwd; j++)
         if (g->op[j].kind == OP_ACT && g->op[j].in[0] == o->out) actop = j;
       if (o->bias >= 0 && actop >= 0) {
-        k = add(&f, "bias_act_fwd", i, 0, "OC=%d act=%d %s", o->rows, g->op[actop].act, prec);
+        KSizes z = {.OC = o->rows, .act = g->op[actop].act};
+        k = add(&f, "bias_act_fwd", i, 0, z, "OC=%d act=%d %s", z.OC, z.act, prec);
         f.done[i] = 1;
         cover(&f, k, actop);
         k->ops[0] = actop, k->first_op = i;
       } else if (o->bias >= 0)
-        add(&f, "bias_fwd", i, 0, "OC=%d %s", o->rows, prec);
+        add(&f, "bias_fwd", i, 0, (KSizes){.OC = o->rows}, "OC=%d %s", o->rows, prec);
       break;
     }
     case OP_ADD:
@@ -128,7 +132,8 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
         for (int j = i + 1; j < g->nfwd && ln < 0; j++)
           if ((g->op[j].kind == OP_LAYERNORM) && g->op[j].in[0] == o->out) ln = j;
         if (ln >= 0) {
-          k = add(&f, "residual_layernorm_fwd", ln, 0, "C=%d eps=%g bias=%d %s", w, g->op[ln].scalar, g->op[ln].bias >= 0, prec);
+          KSizes z = {.C = w, .eps = g->op[ln].scalar, .bias = g->op[ln].bias >= 0};
+          k = add(&f, "residual_layernorm_fwd", ln, 0, z, "C=%d eps=%g bias=%d %s", z.C, z.eps, z.bias, prec);
           f.done[i] = 1;
           cover(&f, k, i);
           break;
@@ -154,67 +159,72 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p) {
       }
       int in[16], nin = 0;
       char *e = expr_of(&f, chain[n - 1], in, &nin, chain, n);
-      k = add(&f, "elementwise", chain[n - 1], 0, "%s [%d inputs] %s", e, nin, prec);
+      k = add(&f, "elementwise", chain[n - 1], 0, (KSizes){0}, "%s [%d inputs] %s", e, nin, prec);
       k->expr = e, k->ninputs = nin;
       for (int c = 0; c < n - 1; c++) cover(&f, k, chain[c]);
       break;
     }
-    case OP_LAYERNORM: add(&f, "layernorm_fwd", i, 0, "C=%d eps=%g %s", w, o->scalar, prec); break;
-    case OP_RMSNORM: add(&f, "rmsnorm_fwd", i, 0, "C=%d eps=%g %s", w, o->scalar, prec); break;
+    case OP_LAYERNORM: add(&f, "layernorm_fwd", i, 0, (KSizes){.C = w, .eps = o->scalar}, "C=%d eps=%g %s", w, o->scalar, prec); break;
+    case OP_RMSNORM: add(&f, "rmsnorm_fwd", i, 0, (KSizes){.C = w, .eps = o->scalar}, "C=%d eps=%g %s", w, o->scalar, prec); break;
     case OP_ATTENTION: {
       int d = w, hs = d / o->heads, kv = hs * o->kv_heads, cross = o->nin == 2;
-      add(&f, "attention_fwd", i, 0, "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d %s", o->heads, o->kv_heads, hs,
-          o->causal, cross ? d : d + 2 * kv, cross ? 2 * kv : d + 2 * kv, d, prec);
+      KSizes z = {.nh = o->heads, .nhkv = o->kv_heads, .hs = hs, .causal = o->causal, .qs = cross ? d : d + 2 * kv,
+                  .kvs = cross ? 2 * kv : d + 2 * kv, .os = d};
+      add(&f, "attention_fwd", i, 0, z, "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d %s", z.nh, z.nhkv, z.hs, z.causal, z.qs,
+          z.kvs, z.os, prec);
       break;
     }
-    case OP_SOFTMAX: add(&f, "softmax_fwd", i, 0, "C=%d %s", w, prec); break;
-    case OP_DROPOUT: add(&f, "dropout", i, 0, "p=%g %s", o->scalar, prec); break;
+    case OP_SOFTMAX: add(&f, "softmax_fwd", i, 0, (KSizes){.C = w}, "C=%d %s", w, prec); break;
+    case OP_DROPOUT: add(&f, "dropout", i, 0, (KSizes){.p = o->scalar}, "p=%g %s", o->scalar, prec); break;
     case OP_XENT: {
       if (o->tp > 1) { /* vocabulary-parallel: the loss, and the gradient later */
-        add(&f, "vp_loss", i, 0, "%s", prec);
+        add(&f, "vp_loss", i, 0, (KSizes){0}, "%s", prec);
         break;
       }
-      k = add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", g->t[o->in[0]].width, prec);
+      k = add(&f, "crossentropy_fwd_bwd", i, 0, (KSizes){.V = g->t[o->in[0]].width}, "V=%d %s", g->t[o->in[0]].width, prec);
       for (int j = g->nfwd; j < g->nop; j++)
         if (g->op[j].kind == OP_XENT_BWD && g->op[j].fwd == i) cover(&f, k, j);
       break;
     }
     case OP_XENT_BWD:
-      if (o->tp > 1) add(&f, "vp_xent_bwd", i, 0, "V=%d %s", w, prec);
-      else add(&f, "crossentropy_fwd_bwd", i, 0, "V=%d %s", w, prec);
+      if (o->tp > 1) add(&f, "vp_xent_bwd", i, 0, (KSizes){.V = w}, "V=%d %s", w, prec);
+      else add(&f, "crossentropy_fwd_bwd", i, 0, (KSizes){.V = w}, "V=%d %s", w, prec);
       break;
-    case OP_MATMUL_BWD_X: add(&f, "gemm", i, 1, "N x %d <- %d", (int)g->param[o->weight].cols, o->rows); break;
+    case OP_MATMUL_BWD_X: add(&f, "gemm", i, 1, (KSizes){0}, "N x %d <- %d", (int)g->param[o->weight].cols, o->rows); break;
     case OP_MATMUL_BWD_W:
-      add(&f, "gemm", i, 1, "%d x %d <- N", o->rows, (int)g->param[o->weight].cols);
-      if (o->bias >= 0) add(&f, "bias_bwd", i, 0, "OC=%d %s", o->rows, prec);
+      add(&f, "gemm", i, 1, (KSizes){0}, "%d x %d <- N", o->rows, (int)g->param[o->weight].cols);
+      if (o->bias >= 0) add(&f, "bias_bwd", i, 0, (KSizes){.OC = o->rows}, "OC=%d %s", o->rows, prec);
       break;
     case OP_EMBEDDING_BWD:
-      if (o->tp > 1) add(&f, "vp_embedding_bwd", i, 0, "C=%d rows=%d %s", (int)g->param[o->weight].cols, (int)g->param[o->weight].rows, prec);
-      else add(&f, "embedding_bwd", i, 0, "C=%d %s", (int)g->param[o->weight].cols, prec);
+      if (o->tp > 1) add(&f, "vp_embedding_bwd", i, 0, (KSizes){.C = (int)g->param[o->weight].cols, .rows = (int)g->param[o->weight].rows}, "C=%d rows=%d %s",
+            (int)g->param[o->weight].cols, (int)g->param[o->weight].rows, prec);
+      else add(&f, "embedding_bwd", i, 0, (KSizes){.C = (int)g->param[o->weight].cols}, "C=%d %s", (int)g->param[o->weight].cols, prec);
       break;
     case OP_NORM_BWD_X:
     case OP_NORM_BWD_W: {
       int ln = g->op[o->fwd].kind == OP_LAYERNORM;
       add(&f, o->kind == OP_NORM_BWD_X ? (ln ? "layernorm_bwd" : "rmsnorm_bwd") : (ln ? "layernorm_bwd_params" : "rmsnorm_bwd_params"),
-          i, 0, "C=%d %s", g->t[o->in[1]].width, prec);
+          i, 0, (KSizes){.C = g->t[o->in[1]].width}, "C=%d %s", g->t[o->in[1]].width, prec);
       break;
     }
     case OP_ATTENTION_BWD: {
       const OgOp *fo = &g->op[o->fwd];
       int d = g->t[fo->out].width, hs = d / o->heads, kv = hs * o->kv_heads, cross = fo->nin == 2;
-      add(&f, "attention_bwd", i, 0, "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d %s", o->heads, o->kv_heads, hs,
-          o->causal, cross ? d : d + 2 * kv, cross ? 2 * kv : d + 2 * kv, d, prec);
+      KSizes z = {.nh = o->heads, .nhkv = o->kv_heads, .hs = hs, .causal = o->causal, .qs = cross ? d : d + 2 * kv,
+                  .kvs = cross ? 2 * kv : d + 2 * kv, .os = d};
+      add(&f, "attention_bwd", i, 0, z, "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d %s", z.nh, z.nhkv, z.hs, z.causal, z.qs,
+          z.kvs, z.os, prec);
       break;
     }
-    case OP_ACT_BWD: add(&f, "act_bwd", i, 0, "act=%d %s", o->act, prec); break;
-    case OP_DROPOUT_BWD: add(&f, "dropout", i, 0, "p=%g %s", o->scalar, prec); break;
-    case OP_SOFTMAX_BWD: add(&f, "softmax_bwd", i, 0, "C=%d %s", w, prec); break;
+    case OP_ACT_BWD: add(&f, "act_bwd", i, 0, (KSizes){.act = o->act}, "act=%d %s", o->act, prec); break;
+    case OP_DROPOUT_BWD: add(&f, "dropout", i, 0, (KSizes){.p = o->scalar}, "p=%g %s", o->scalar, prec); break;
+    case OP_SOFTMAX_BWD: add(&f, "softmax_bwd", i, 0, (KSizes){.C = w}, "C=%d %s", w, prec); break;
     case OP_TP_ENTER: f.done[i] = 1; break; /* identity */
-    case OP_ALLREDUCE: add(&f, "allreduce", i, 1, "%d", w); break;
-    case OP_BIAS: add(&f, "bias_fwd", i, 0, "OC=%d %s", w, prec); break;
-    case OP_BIAS_BWD: add(&f, "bias_bwd", i, 0, "OC=%d %s", g->t[o->in[0]].width, prec); break;
-    case OP_VP_ROWMAX: add(&f, "vp_rowmax", i, 0, "V=%d %s", g->t[o->in[0]].width, prec); break;
-    case OP_VP_SUMEXP: add(&f, "vp_sumexp", i, 0, "V=%d %s", g->t[o->in[0]].width, prec); break;
+    case OP_ALLREDUCE: add(&f, "allreduce", i, 1, (KSizes){0}, "%d", w); break;
+    case OP_BIAS: add(&f, "bias_fwd", i, 0, (KSizes){.OC = w}, "OC=%d %s", w, prec); break;
+    case OP_BIAS_BWD: add(&f, "bias_bwd", i, 0, (KSizes){.OC = g->t[o->in[0]].width}, "OC=%d %s", g->t[o->in[0]].width, prec); break;
+    case OP_VP_ROWMAX: add(&f, "vp_rowmax", i, 0, (KSizes){.V = g->t[o->in[0]].width}, "V=%d %s", g->t[o->in[0]].width, prec); break;
+    case OP_VP_SUMEXP: add(&f, "vp_sumexp", i, 0, (KSizes){.V = g->t[o->in[0]].width}, "V=%d %s", g->t[o->in[0]].width, prec); break;
     case OP_KIND_COUNT: break;
     }
   }
@@ -285,19 +295,10 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
     if (users > 6) fprintf(out, " and %d more", users - 6);
     fprintf(out, " */\n");
     const char *name = arena_printf(&a, "pipec_%s_k%d_%s", cname(&a, p->model_name), n, k->kind);
-    int C = 0, OC = 0, V = 0, act = 0, nh = 0, nhkv = 0, hs = 0, causal = 0, qs = 0, kvs = 0, os = 0, wpe = 0, bias = 0;
-    float eps = 0;
-    const char *s = strchr(k->sig, ' ');
-    const OgOp *o = &g->op[k->first_op];
-    sscanf(s ? s : "", " C=%d", &C);
-    if (strstr(k->sig, "eps=")) sscanf(strstr(k->sig, "eps="), "eps=%g", &eps);
-    if (strstr(k->sig, "OC=")) sscanf(strstr(k->sig, "OC="), "OC=%d", &OC);
-    if (strstr(k->sig, "V=")) sscanf(strstr(k->sig, "V="), "V=%d", &V);
-    if (strstr(k->sig, "act=")) sscanf(strstr(k->sig, "act="), "act=%d", &act);
-    if (strstr(k->sig, "wpe=")) sscanf(strstr(k->sig, "wpe="), "wpe=%d", &wpe);
-    if (strstr(k->sig, "bias=")) sscanf(strstr(k->sig, "bias="), "bias=%d", &bias);
-    if (strstr(k->sig, "NH="))
-      sscanf(strstr(k->sig, "NH="), "NH=%d NH_kv=%d HS=%d causal=%d qs=%d kvs=%d os=%d", &nh, &nhkv, &hs, &causal, &qs, &kvs, &os);
+    const KSizes *z = &k->z;
+    const int C = z->C, OC = z->OC, V = z->V, act = z->act, nh = z->nh, nhkv = z->nhkv, hs = z->hs, causal = z->causal;
+    const int qs = z->qs, kvs = z->kvs, os = z->os, wpe = z->wpe, bias = z->bias, rows = z->rows;
+    const float eps = (float)z->eps;
     if (!strcmp(k->kind, "embedding_fwd"))
       fprintf(out, "extern \"C\" __global__ void %s(%s *out, const int *tokens, const %s *wte, const %s *wpe, int B, int Tn) {\n"
                    "  embedding_forward<%s>(out, tokens, wte, %s, B, Tn, %d);\n}\n\n", name, T, T, T, T, wpe ? "wpe" : "nullptr", C);
@@ -315,8 +316,6 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
                    "    int N, int v0, float scale) {\n  vp_xent_backward<%s>(dlogits, logits, targets, M, S, N, %d, v0, scale);\n}\n\n",
               name, T, T, T, V);
     else if (!strcmp(k->kind, "vp_embedding_fwd") || !strcmp(k->kind, "vp_embedding_bwd")) {
-      int rows = 0;
-      sscanf(strstr(k->sig, "rows="), "rows=%d", &rows);
       if (!strcmp(k->kind, "vp_embedding_fwd"))
         fprintf(out, "extern \"C\" __global__ void %s(%s *out, const int *tokens, const %s *w, long N, int v0) {\n"
                      "  vp_embedding_forward<%s>(out, tokens, w, N, %d, v0, %d);\n}\n\n", name, T, T, T, C, rows);
@@ -371,7 +370,7 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
                    "  crossentropy_forward_backward<%s>(losses, dlogits, logits, targets, N, %d, scale);\n}\n\n", name, T, T, T, V);
     else if (!strcmp(k->kind, "dropout"))
       fprintf(out, "extern \"C\" __global__ void %s(%s *out, const %s *inp, long n, unsigned long long seed, unsigned long long offset) {\n"
-                   "  dropout_kernel<%s>(out, inp, n, %.9gf, seed, offset);\n}\n\n", name, T, T, T, o->scalar);
+                   "  dropout_kernel<%s>(out, inp, n, %.9gf, seed, offset);\n}\n\n", name, T, T, T, z->p);
     else if (!strcmp(k->kind, "elementwise")) {
       fprintf(out, "extern \"C\" __global__ void %s(%s *out", name, T);
       for (int j = 0; j < k->ninputs; j++) fprintf(out, ", const %s *a%d_", T, j);

@@ -18,9 +18,17 @@
 
 #include "compiler/opgraph.h"
 
+/* The compile-time sizes a kernel's wrapper bakes in (0 when unused). */
+typedef struct KSizes {
+  int C, OC, V, act, rows, wpe, bias;
+  int nh, nhkv, hs, causal, qs, kvs, os; /* attention */
+  double eps, p;
+} KSizes;
+
 typedef struct FusedKernel {
   const char *kind;   /* "layernorm_fwd", "gemm", "elementwise", ... */
   const char *sig;    /* kind + sizes: equal signatures share one wrapper */
+  KSizes z;           /* the sizes, as numbers */
   int first_op;       /* the op whose module names it */
   int *ops, nops;     /* ops covered */
   int library;        /* 1: a GEMM, a library call, no kernel */
