@@ -432,7 +432,7 @@ static void fmt_flops(char *b, size_t n, double x) {
   snprintf(b, n, *u ? "%.2f%s" : "%.0f%s", x, u);
 }
 
-static void fmt_bytes(char *b, size_t n, double x) {
+void cost_format_bytes(char *b, size_t n, double x) {
   static const char *const u[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
   if (x < 1024) {
     snprintf(b, n, "%.0f B", x);
@@ -506,8 +506,8 @@ static void explain_pipeline(FILE *out, const Program *p, int k, int reps, doubl
     fmt_flops(r[3], CELL, o->fwd_flops * tokens);
     fmt_flops(r[4], CELL, o->bwd_flops * tokens);
     cost_format_count(r[5], CELL, (double)o->params);
-    fmt_bytes(r[6], CELL, o->param_bytes);
-    fmt_bytes(r[7], CELL, o->act_bytes_per_token * tokens);
+    cost_format_bytes(r[6], CELL, o->param_bytes);
+    cost_format_bytes(r[7], CELL, o->act_bytes_per_token * tokens);
     double f = o->fwd_flops + o->bwd_flops;
     total += f;
     if (f > worst) worst = f, slowest = s;
@@ -560,7 +560,7 @@ static void explain_pipeline(FILE *out, const Program *p, int k, int reps, doubl
     int t = mod_index(p, m->tie), si = stage_of(pl, i), stt = stage_of(pl, t);
     if (t < 0 || si < 0 || stt < 0 || stage_rank(p, pl, si) == stage_rank(p, pl, stt)) continue;
     char b[CELL];
-    fmt_bytes(b, sizeof b, (double)m->in * (double)m->out * 2.0 * cost_act_elt_bytes(p->precision));
+    cost_format_bytes(b, sizeof b, (double)m->in * (double)m->out * 2.0 * cost_act_elt_bytes(p->precision));
     fprintf(out, "  tie: %s (stage %d) uses the weight of %s (stage %d); stage %d also holds a copy and its gradient, %s, not counted above\n",
             m->path, si, m->tie->path, stt, si, b);
   }

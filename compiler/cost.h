@@ -121,6 +121,9 @@ double cost_microbatch_tokens(const Program *p);
  * microbatch — and the imbalance: slowest / mean stage fwd+bwd FLOPs. */
 void cost_explain_partition(FILE *out, const Program *p);
 
+/* 5.5 * 2^30 -> "5.50 GiB", 100 -> "100 B" (binary units up to PiB). */
+void cost_format_bytes(char *buf, size_t n, double x);
+
 /* 124439808 -> "124.44M", 5000 -> "5.00K", 12 -> "12". */
 void cost_format_count(char *buf, size_t n, double x);
 

@@ -118,10 +118,7 @@ MemPlan *memplan_build(Arena *a, const Program *p, const OpGraph *g, const Pipel
 }
 
 static const char *human(char *b, double x) {
-  if (x >= 1024.0 * 1024 * 1024) snprintf(b, 32, "%.2f GiB", x / (1024.0 * 1024 * 1024));
-  else if (x >= 1024.0 * 1024) snprintf(b, 32, "%.2f MiB", x / (1024.0 * 1024));
-  else if (x >= 1024.0) snprintf(b, 32, "%.2f KiB", x / 1024.0);
-  else snprintf(b, 32, "%.0f B", x);
+  cost_format_bytes(b, 32, x);
   return b;
 }
 
