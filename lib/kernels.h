@@ -89,6 +89,32 @@ void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
 void k_crossentropy_forward_backward(float *losses, float *dlogits, const float *logits, const int32_t *targets, int N,
                                      int V, float dloss_scale);
 
+/* ---- small ops the op graph uses around the kernels above ---- */
+void k_sub(float *out, const float *a, const float *b, long n);       /* out = a - b */
+void k_copy(float *out, const float *inp, long n);                     /* out = inp (may alias) */
+void k_scale_copy(float *out, const float *inp, long n, float s);      /* out = inp * s */
+void k_positions(int32_t *out, int N, int T);                          /* out[r] = r % T */
+/* out (N, C) = inp + bias (C), one row-parallel linear's bias after its all-reduce */
+void k_bias_add(float *out, const float *inp, const float *bias, int N, int C);
+/* dbias (C) += column sums of dout (N, C) */
+void k_bias_backward(float *dbias, const float *dout, int N, int C);
+
+/* Vocabulary-parallel embedding and cross-entropy (Megatron): this rank
+ * holds rows [r0, r0 + rows) of the vocabulary. */
+/* out (N, C) = W[id - r0] for ids this rank holds, else 0 */
+void k_vp_embedding_forward(float *out, const int32_t *ids, const float *W, int N, int C, int64_t r0, int64_t rows);
+/* dW += rows of dout for ids this rank holds */
+void k_vp_embedding_backward(float *dW, const float *dout, const int32_t *ids, int N, int C, int64_t r0, int64_t rows);
+/* rowmax (N) = max over this rank's V logits */
+void k_vp_rowmax(float *rowmax, const float *logits, int N, int V);
+/* st (N, 2) = [sum exp(logit - M), the target's logit if this rank holds it else 0]; M the global row max */
+void k_vp_sumexp(float *st, const float *logits, const int32_t *targets, const float *M, int N, int V, int64_t v0);
+/* losses (N) from the all-reduced max M and sums S (N, 2); 0 where the target is < 0 */
+void k_vp_xent_forward(float *losses, const int32_t *targets, const float *M, const float *S, int N);
+/* dlogits (N, V) = (softmax - onehot) * scale for this rank's slice */
+void k_vp_xent_backward(float *dlogits, const float *logits, const int32_t *targets, const float *M, const float *S, int N,
+                        int V, int64_t v0, float scale);
+
 /* AdamW with decoupled weight decay, step t >= 1 */
 void k_adamw(float *param, const float *grad, float *m, float *v, long n, float lr, float beta1, float beta2, float eps,
              float weight_decay, int t);

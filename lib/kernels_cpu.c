@@ -883,3 +883,112 @@ void k_scale(float *x, long n, float s) {
 #pragma omp parallel for simd schedule(static)
   for (long i = 0; i < n; i++) x[i] *= s;
 }
+
+/* ------------------------------------------------------------------------ */
+/* small ops around the kernels                                             */
+
+void k_sub(float *out, const float *a, const float *b, long n) {
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) out[i] = a[i] - b[i];
+}
+
+void k_copy(float *out, const float *inp, long n) {
+  if (out != inp) memmove(out, inp, sizeof(float) * (size_t)n);
+}
+
+void k_scale_copy(float *out, const float *inp, long n, float s) {
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) out[i] = inp[i] * s;
+}
+
+void k_positions(int32_t *out, int N, int T) {
+  for (int r = 0; r < N; r++) out[r] = r % T;
+}
+
+void k_bias_add(float *out, const float *inp, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    float *o = out + (long)r * C;
+    const float *x = inp + (long)r * C;
+#pragma omp simd
+    for (int c = 0; c < C; c++) o[c] = x[c] + bias[c];
+  }
+}
+
+void k_bias_backward(float *dbias, const float *dout, int N, int C) {
+#pragma omp parallel
+  {
+    int c0, c1;
+    k_col_range(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+    for (int r = 0; r < N; r++) {
+      const float *d = dout + (long)r * C;
+      for (int c = c0; c < c1; c++) dbias[c] += d[c];
+    }
+  }
+}
+
+void k_vp_embedding_forward(float *out, const int32_t *ids, const float *W, int N, int C, int64_t r0, int64_t rows) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    int64_t id = ids[r] - r0;
+    if (id >= 0 && id < rows) memcpy(out + (long)r * C, W + id * C, sizeof(float) * (size_t)C);
+    else memset(out + (long)r * C, 0, sizeof(float) * (size_t)C);
+  }
+}
+
+void k_vp_embedding_backward(float *dW, const float *dout, const int32_t *ids, int N, int C, int64_t r0, int64_t rows) {
+  /* rows in order, columns split over threads: same bits for any thread count */
+#pragma omp parallel
+  {
+    int c0, c1;
+    k_col_range(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+    for (int r = 0; r < N; r++) {
+      int64_t id = ids[r] - r0;
+      if (id < 0 || id >= rows) continue;
+      const float *d = dout + (long)r * C;
+      float *w = dW + id * C;
+      for (int c = c0; c < c1; c++) w[c] += d[c];
+    }
+  }
+}
+
+void k_vp_rowmax(float *rowmax, const float *logits, int N, int V) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    float m = -INFINITY;
+    const float *x = logits + (long)r * V;
+    for (int c = 0; c < V; c++) m = fmaxf(m, x[c]);
+    rowmax[r] = m;
+  }
+}
+
+void k_vp_sumexp(float *st, const float *logits, const int32_t *targets, const float *M, int N, int V, int64_t v0) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    const float *x = logits + (long)r * V;
+    double se = 0;
+    for (int c = 0; c < V; c++) se += exp((double)x[c] - M[r]);
+    int64_t t = targets[r] - v0;
+    st[2 * r] = (float)se;
+    st[2 * r + 1] = t >= 0 && t < V ? x[t] : 0.0f;
+  }
+}
+
+void k_vp_xent_forward(float *losses, const int32_t *targets, const float *M, const float *S, int N) {
+  for (int r = 0; r < N; r++) losses[r] = targets[r] < 0 ? 0 : logf(S[2 * r]) + M[r] - S[2 * r + 1];
+}
+
+void k_vp_xent_backward(float *dlogits, const float *logits, const int32_t *targets, const float *M, const float *S, int N,
+                        int V, int64_t v0, float scale) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    int32_t tg = targets[r];
+    int64_t t = tg - v0;
+    const float *x = logits + (long)r * V;
+    float *d = dlogits + (long)r * V;
+    for (int c = 0; c < V; c++) {
+      float pr = tg < 0 ? 0 : expf(x[c] - M[r]) / S[2 * r];
+      d[c] = (pr - (c == t ? 1.0f : 0.0f)) * scale * (tg >= 0);
+    }
+  }
+}

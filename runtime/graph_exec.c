@@ -114,41 +114,18 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
   const OgParam *wp = o->weight >= 0 ? &g->param[o->weight] : NULL;
   (void)tokens, (void)targets;
   switch (o->kind) {
-  case OP_POSITIONS:
-    for (int r = 0; r < N; r++) x->ival[o->out][r] = r % x->T;
-    break;
+  case OP_POSITIONS: k_positions(x->ival[o->out], N, x->T); break;
   case OP_EMBEDDING:
     if (o->tp > 1) { /* vocabulary-parallel: this rank's rows, zeros for the others' tokens */
-      int64_t rows = wp->rows, r0 = rows * o->tp_rank;
-      const float *W = P(x, o->weight, 0, 0);
-      for (int r = 0; r < N; r++) {
-        int64_t id = x->ival[o->in[0]][r] - r0;
-        if (id >= 0 && id < rows) memcpy(out + (long)r * w, W + id * w, sizeof(float) * (size_t)w);
-        else memset(out + (long)r * w, 0, sizeof(float) * (size_t)w);
-      }
+      k_vp_embedding_forward(out, x->ival[o->in[0]], P(x, o->weight, 0, 0), N, w, wp->rows * o->tp_rank, wp->rows);
       break;
     }
     k_embedding_forward(out, x->ival[o->in[0]], P(x, o->weight, 0, 0), NULL, x->B, x->T, w);
     break;
-  case OP_VP_ROWMAX: {
-    int V = g->t[o->in[0]].width;
-    for (int r = 0; r < N; r++) {
-      float m = -INFINITY;
-      for (int c = 0; c < V; c++) m = fmaxf(m, in0[(long)r * V + c]);
-      out[r] = m;
-    }
-    break;
-  }
+  case OP_VP_ROWMAX: k_vp_rowmax(out, in0, N, g->t[o->in[0]].width); break;
   case OP_VP_SUMEXP: {
     int V = g->t[o->in[0]].width;
-    const float *M = x->val[o->in[2]];
-    for (int r = 0; r < N; r++) {
-      double se = 0;
-      for (int c = 0; c < V; c++) se += exp((double)in0[(long)r * V + c] - M[r]);
-      int64_t t = x->ival[o->in[1]][r] - (int64_t)V * o->tp_rank;
-      out[2 * r] = (float)se;
-      out[2 * r + 1] = t >= 0 && t < V ? in0[(long)r * V + t] : 0.0f;
-    }
+    k_vp_sumexp(out, in0, x->ival[o->in[1]], x->val[o->in[2]], N, V, (int64_t)V * o->tp_rank);
     break;
   }
   case OP_MATMUL:
@@ -169,21 +146,15 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
   }
   case OP_ACT: k_act_forward(out, in0, n, (KAct)o->act); break;
   case OP_ADD: k_add(out, in0, in1, n); break;
-  case OP_SUB:
-    for (long k = 0; k < n; k++) out[k] = in0[k] - in1[k];
-    break;
+  case OP_SUB: k_sub(out, in0, in1, n); break;
   case OP_MUL: k_mul(out, in0, in1, n); break;
-  case OP_SCALE:
-    memcpy(out, in0, sizeof(float) * (size_t)n);
-    k_scale(out, n, (float)o->scalar);
-    break;
+  case OP_SCALE: k_scale_copy(out, in0, n, (float)o->scalar); break;
   case OP_DROPOUT: k_dropout_forward(out, in0, n, (float)o->scalar, x->seed, (uint64_t)i << 32); break;
   case OP_SOFTMAX: k_softmax_forward(out, in0, N, w); break;
   case OP_XENT: {
     int V = g->t[o->in[0]].width;
     if (o->tp > 1) { /* vocabulary-parallel: from the all-reduced max and sums */
-      const float *M = x->val[o->in[2]], *S = x->val[o->in[3]];
-      for (int r = 0; r < N; r++) out[r] = x->ival[o->in[1]][r] < 0 ? 0 : logf(S[2 * r]) + M[r] - S[2 * r + 1];
+      k_vp_xent_forward(out, x->ival[o->in[1]], x->val[o->in[2]], x->val[o->in[3]], N);
       break;
     }
     k_crossentropy_forward_backward(out, NULL, in0, x->ival[o->in[1]], N, V, 0);
@@ -195,15 +166,7 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
     for (int r = 0; r < N; r++) valid += x->ival[o->in[1]][r] >= 0;
     float scale = valid ? 1.0f / (float)valid : 0;
     if (o->tp > 1) {
-      const float *M = x->val[o->in[2]], *S = x->val[o->in[3]];
-      for (int r = 0; r < N; r++) {
-        int32_t tg = x->ival[o->in[1]][r];
-        int64_t t = tg - (int64_t)w * o->tp_rank;
-        for (int c = 0; c < w; c++) {
-          float pr = tg < 0 ? 0 : expf(in0[(long)r * w + c] - M[r]) / S[2 * r];
-          out[(long)r * w + c] = (pr - (c == t ? 1.0f : 0.0f)) * scale * (tg >= 0);
-        }
-      }
+      k_vp_xent_backward(out, in0, x->ival[o->in[1]], x->val[o->in[2]], x->val[o->in[3]], N, w, (int64_t)w * o->tp_rank, scale);
       break;
     }
     k_crossentropy_forward_backward(losses, out, in0, x->ival[o->in[1]], N, w, scale);
@@ -217,13 +180,7 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
     break;
   case OP_EMBEDDING_BWD:
     if (o->tp > 1) {
-      int64_t rows = wp->rows, r0 = rows * o->tp_rank, C = wp->cols;
-      float *dW = G(x, o->weight, 0, 0);
-      for (int r = 0; r < N; r++) {
-        int64_t id = x->ival[o->in[1]][r] - r0;
-        if (id >= 0 && id < rows)
-          for (int64_t c = 0; c < C; c++) dW[id * C + c] += in0[(long)r * C + c];
-      }
+      k_vp_embedding_backward(G(x, o->weight, 0, 0), in0, x->ival[o->in[1]], N, (int)wp->cols, wp->rows * o->tp_rank, wp->rows);
       break;
     }
     k_embedding_backward(G(x, o->weight, 0, 0), NULL, in0, x->ival[o->in[1]], x->B, x->T, (int)wp->cols);
@@ -253,24 +210,13 @@ static void run(GraphExec *x, int i, const int32_t *tokens, const int32_t *targe
   case OP_ACT_BWD: k_act_backward(out, in0, in1, n, (KAct)o->act); break;
   case OP_DROPOUT_BWD: k_dropout_backward(out, in0, n, (float)o->scalar, x->seed, (uint64_t)o->fwd << 32); break;
   case OP_SOFTMAX_BWD: k_softmax_backward(out, in0, in1, N, w); break;
-  case OP_TP_ENTER: memcpy(out, in0, sizeof(float) * (size_t)n); break;
+  case OP_TP_ENTER: k_copy(out, in0, n); break;
   case OP_ALLREDUCE:
-    memcpy(out, in0, sizeof(float) * (size_t)n);
+    k_copy(out, in0, n);
     if (x->allreduce) x->allreduce(x->allreduce_ctx, x, i, out, n);
     break;
-  case OP_BIAS: {
-    const float *bias = P(x, o->bias, 0, 0);
-    for (int r = 0; r < N; r++)
-      for (int c = 0; c < w; c++) out[(long)r * w + c] = in0[(long)r * w + c] + bias[c];
-    break;
-  }
-  case OP_BIAS_BWD: {
-    float *db = G(x, o->bias, 0, 0);
-    int C = x->g->t[o->in[0]].width;
-    for (int r = 0; r < N; r++)
-      for (int c = 0; c < C; c++) db[c] += in0[(long)r * C + c];
-    break;
-  }
+  case OP_BIAS: k_bias_add(out, in0, P(x, o->bias, 0, 0), N, w); break;
+  case OP_BIAS_BWD: k_bias_backward(G(x, o->bias, 0, 0), in0, N, g->t[o->in[0]].width); break;
   case OP_KIND_COUNT: break;
   }
 }
