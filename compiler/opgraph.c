@@ -1,6 +1,7 @@
 /* opgraph.c — forward expansion with width inference, then autodiff.
  * See opgraph.h for the contract. */
 #include "compiler/opgraph.h"
+#include "lib/params.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -632,21 +633,8 @@ static int column_ok(const OpGraph *g, int i, int *role, int **readers, int *nre
 }
 
 void opgraph_shard_copy(const OgParam *p, int tp, int rank, const float *full, float *part) {
-  int64_t fc = p->full_cols ? p->full_cols : 1;
-  switch (p->shard) {
-  case SHARD_NONE: memcpy(part, full, sizeof(float) * (size_t)(p->full_rows * fc)); break;
-  case SHARD_ROWS: memcpy(part, full + p->rows * rank * fc, sizeof(float) * (size_t)(p->rows * fc)); break;
-  case SHARD_COLS:
-    for (int64_t r = 0; r < p->rows; r++) memcpy(part + r * p->cols, full + r * fc + p->cols * rank, sizeof(float) * (size_t)p->cols);
-    break;
-  case SHARD_QKV: {
-    int64_t q = p->q_rows / tp, kv = p->kv_rows / tp;
-    memcpy(part, full + q * rank * fc, sizeof(float) * (size_t)(q * fc));
-    memcpy(part + q * fc, full + (p->q_rows + kv * rank) * fc, sizeof(float) * (size_t)(kv * fc));
-    memcpy(part + (q + kv) * fc, full + (p->q_rows + p->kv_rows + kv * rank) * fc, sizeof(float) * (size_t)(kv * fc));
-    break;
-  }
-  }
+  ParamShape sh = {(int)p->shard, p->rows, p->cols, p->full_rows, p->full_cols, p->q_rows, p->kv_rows};
+  param_shard_copy(&sh, tp, rank, full, part);
 }
 
 OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank) {

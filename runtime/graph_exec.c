@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lib/kernels.h"
+#include "lib/params.h"
 
 static void *xcalloc(size_t n, size_t size) {
   void *p = calloc(n ? n : 1, size);
@@ -50,32 +51,10 @@ void gexec_free(GraphExec *x) {
   free(x->val), free(x->ival), free(x->aux), free(x->param_off), free(x->params), free(x->grads), free(x);
 }
 
-/* splitmix64 + Box-Muller: deterministic, platform-independent */
-static uint64_t mix(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-static double unif(uint64_t *s) { return ((double)(mix(s) >> 11) + 0.5) / 9007199254740992.0; }
-
 void gexec_init_params(GraphExec *x, uint64_t seed) {
-  const OpGraph *g = x->g;
-  for (int i = 0; i < g->nparam; i++) {
-    const OgParam *p = &g->param[i];
-    float *w = x->params + x->param_off[i];
-    int64_t n = param_values(p);
-    size_t len = strlen(p->name);
-    int is_bias = len >= 4 && !strcmp(p->name + len - 4, "bias");
-    if (!p->cols) {
-      for (int64_t k = 0; k < n; k++) w[k] = is_bias ? 0.0f : 1.0f;
-      continue;
-    }
-    uint64_t s = seed ^ (0x51ED270B27A3Bull * (uint64_t)(i + 1));
-    for (int64_t k = 0; k < n; k++) {
-      double u1 = unif(&s), u2 = unif(&s);
-      w[k] = (float)(0.02 * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
-    }
+  for (int i = 0; i < x->g->nparam; i++) {
+    const OgParam *p = &x->g->param[i];
+    param_init_full(x->params + x->param_off[i], p->name, p->rows, p->cols, i, seed);
   }
 }
 
