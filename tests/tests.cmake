@@ -96,3 +96,22 @@ if(PIPEC_FUZZ)
   add_test(NAME fuzz-front
            COMMAND sh ${PIPEC_TESTS}/fuzz/run_fuzz.sh $<TARGET_FILE:fuzz_front> ${CMAKE_CURRENT_SOURCE_DIR} ${PIPEC_FUZZ_SECONDS})
 endif()
+
+# The runtime's own tests (store, host transport, device), one fragment each.
+if(NOT PIPEC_FUZZ)
+  file(GLOB PIPEC_RT_TEST_FRAGMENTS ${CMAKE_CURRENT_SOURCE_DIR}/tests/runtime/*.cmake)
+  foreach(f ${PIPEC_RT_TEST_FRAGMENTS})
+    include(${f})
+  endforeach()
+endif()
+
+# The stage programs: compile gpt2-tiny, launch it with mpirun in many layouts.
+if(NOT PIPEC_FUZZ)
+  find_program(PIPEC_MPIRUN mpirun)
+  if(PIPEC_MPIRUN)
+    add_test(NAME stage-programs COMMAND sh ${PIPEC_TESTS}/stage/run_stages.sh $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR}
+                                             ${CMAKE_CURRENT_BINARY_DIR}/stage-programs)
+    set_tests_properties(stage-programs PROPERTIES LABELS "stage" TIMEOUT 900
+                         ENVIRONMENT "PIPEC_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/nvrtc-cache")
+  endif()
+endif()
