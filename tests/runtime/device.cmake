@@ -1,0 +1,43 @@
+# runtime/device.c: tests without a GPU (label runtime) and the GPU check
+# (label cuda, skipped with exit code 77 where there is no GPU).
+# Included from tests/tests.cmake, so paths are relative to the top level.
+
+# Stand-ins for the three libraries device.c dlopens, each under the exact
+# file name it asks for, in a directory of their own that test_device puts
+# on LD_LIBRARY_PATH for the cases that need a "device".
+set(PIPEC_FAKE_CUDA_DIR ${CMAKE_BINARY_DIR}/fake-cuda)
+foreach(fake cuda:fake_libcuda.c:.so.1 cublasLt:fake_libcublaslt.c:.so.13 nccl:fake_libnccl.c:.so.2)
+  string(REPLACE ":" ";" parts ${fake})
+  list(GET parts 0 lib)
+  list(GET parts 1 src)
+  list(GET parts 2 suffix)
+  add_library(pipec_fake_${lib} SHARED ${CMAKE_CURRENT_LIST_DIR}/${src})
+  set_target_properties(pipec_fake_${lib} PROPERTIES
+    OUTPUT_NAME ${lib} PREFIX lib SUFFIX ${suffix} NO_SONAME ON
+    LIBRARY_OUTPUT_DIRECTORY ${PIPEC_FAKE_CUDA_DIR}
+    C_VISIBILITY_PRESET hidden)
+  list(APPEND PIPEC_FAKE_CUDA_TARGETS pipec_fake_${lib})
+endforeach()
+
+add_executable(test_device ${CMAKE_CURRENT_LIST_DIR}/test_device.c)
+target_link_libraries(test_device PRIVATE pipec_rt m)
+add_dependencies(test_device ${PIPEC_FAKE_CUDA_TARGETS})
+add_test(NAME device COMMAND test_device ${PIPEC_FAKE_CUDA_DIR})
+set_tests_properties(device PROPERTIES LABELS runtime TIMEOUT 120)
+
+# The same binary's dynamic section, read by the system's own tool: no CUDA
+# library is NEEDED (test_device calls every prt_* function).
+find_program(PIPEC_READELF NAMES readelf)
+if(PIPEC_READELF)
+  add_test(NAME device-needs-no-cuda
+           COMMAND sh -c "'${PIPEC_READELF}' -d \"$0\" | grep -q NEEDED || exit 1; ! '${PIPEC_READELF}' -d \"$0\" | grep NEEDED | grep -E 'libcuda|libnccl|libcublas|libcudart'"
+                   $<TARGET_FILE:test_device>)
+  set_tests_properties(device-needs-no-cuda PROPERTIES LABELS runtime)
+endif()
+
+# On a machine with a GPU: real driver, cuBLASLt and NCCL (see
+# tests/gpu/README-device.md); exits 77 (skipped) without one.
+add_executable(device_check ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/device_check.c)
+target_link_libraries(device_check PRIVATE pipec_rt m)
+add_test(NAME device-gpu COMMAND device_check)
+set_tests_properties(device-gpu PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEOUT 300)
