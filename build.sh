@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 here=$(pwd)
 
 # Debian packages the build and the tests need.
-packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev flex bison libopenblas-dev python3 python3-numpy)
+packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev llvm-14 llvm-14-dev flex bison libopenblas-dev openmpi-bin libopenmpi-dev python3 python3-numpy)
 
 install_missing() {
   local missing=()

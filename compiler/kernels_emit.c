@@ -419,52 +419,65 @@ static int write_file(const char *path, const char *data, size_t len) {
   return bad ? -1 : 0;
 }
 
-int kernels_emit_files(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p) {
-  /* the source is made in memory once: written to the file and compiled from there */
-  char *src = NULL;
-  size_t len = 0;
-  FILE *mem = open_memstream(&src, &len);
-  int n = kernels_emit_cuda(mem, kp, g, p);
+int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, KernelImages *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  FILE *mem = open_memstream(&out->source, &out->source_len);
+  out->nkernels = kernels_emit_cuda(mem, kp, g, p);
   fclose(mem);
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s.cu", dir, p->model_name);
-  if (write_file(path, src, len)) {
-    fprintf(stderr, "pipec: error: cannot write '%s' (does the folder exist?)\n", path);
-    free(src);
-    return 1;
-  }
-  printf("%s: %d kernels\n", path, n);
-  char why[256];
-  if (!nvrtc_available(why, sizeof why)) {
-    printf("NVRTC is not available (%s): wrote the CUDA C only\n", why);
-    free(src);
-    return 0;
-  }
+  snprintf(out->name, sizeof out->name, "%s.cu", p->model_name);
+  if (!nvrtc_available(out->why, sizeof out->why)) return 0;
   static const char *const archs[] = {"sm_80", "sm_90", "compute_90"};
-  char name[256];
-  snprintf(name, sizeof name, "%s.cu", p->model_name);
-  int status = 0;
-  for (int i = 0; i < 3 && !status; i++) {
-    NvrtcOutput out = {0};
+  for (int i = 0; i < 3; i++) {
     static char log[1 << 16];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = nvrtc_compile_cached(name, src, archs[i], NULL, &out, log, sizeof log);
+    int rc = nvrtc_compile_cached(out->name, out->source, archs[i], NULL, &out->img[i], log, sizeof log);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc) {
-      fprintf(stderr, "pipec: error: NVRTC could not compile %s/%s for %s:\n%s\n", dir, name, archs[i], log);
+      snprintf(err, errlen, "NVRTC could not compile %s for %s:\n%s", out->name, archs[i], log);
+      kernels_images_free(out);
+      return -1;
+    }
+    out->arch[i] = archs[i];
+    out->seconds[i] = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    out->nimg = i + 1;
+  }
+  return 0;
+}
+
+void kernels_images_free(KernelImages *k) {
+  for (int i = 0; i < k->nimg; i++) nvrtc_output_free(&k->img[i]);
+  free(k->source);
+  memset(k, 0, sizeof *k);
+}
+
+int kernels_emit_files(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p) {
+  KernelImages ki;
+  char err[1 << 16];
+  int rc = kernels_compile(kp, g, p, &ki, err, sizeof err);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.cu", dir, p->model_name);
+  if (write_file(path, ki.source ? ki.source : "", ki.source_len)) {
+    fprintf(stderr, "pipec: error: cannot write '%s' (does the folder exist?)\n", path);
+    kernels_images_free(&ki);
+    return 1;
+  }
+  if (rc) {
+    fprintf(stderr, "pipec: error: %s\n", err);
+    return 1;
+  }
+  printf("%s: %d kernels\n", path, ki.nkernels);
+  if (!ki.nimg) printf("NVRTC is not available (%s): wrote the CUDA C only\n", ki.why);
+  int status = 0;
+  for (int i = 0; i < ki.nimg; i++) {
+    snprintf(path, sizeof path, "%s/%s.%s.%s", dir, p->model_name, ki.arch[i], ki.img[i].is_ptx ? "ptx" : "cubin");
+    if (write_file(path, (const char *)ki.img[i].data, ki.img[i].size)) {
+      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
       status = 1;
       break;
     }
-    snprintf(path, sizeof path, "%s/%s.%s.%s", dir, p->model_name, archs[i], out.is_ptx ? "ptx" : "cubin");
-    if (write_file(path, (const char *)out.data, out.size)) {
-      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
-      status = 1;
-    } else
-      printf("%s: %zu bytes, %s in %.2f s\n", path, out.size, out.from_cache ? "from the cache" : "compiled",
-             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-    nvrtc_output_free(&out);
+    printf("%s: %zu bytes, %s in %.2f s\n", path, ki.img[i].size, ki.img[i].from_cache ? "from the cache" : "compiled", ki.seconds[i]);
   }
-  free(src);
+  kernels_images_free(&ki);
   return status;
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "compiler/opgraph.h"
+#include "lib/nvrtc.h"
 
 /* The compile-time sizes a kernel's wrapper bakes in (0 when unused). */
 typedef struct KSizes {
@@ -46,6 +47,22 @@ KernelPlan *kernels_fuse(Arena *a, const OpGraph *g, const Program *p);
 /* Returns the number of distinct wrappers written. */
 int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p);
 void kernels_dump(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p);
+/* The model's CUDA C in memory and, when NVRTC loads, its cubins for sm_80
+ * and sm_90 and PTX for compute_90 (through NVRTC's disk cache). Without
+ * NVRTC nimg is 0 and why says so. 0, or -1 with NVRTC's log in err. */
+typedef struct KernelImages {
+  char name[200];       /* "MODEL.cu" */
+  char *source;
+  size_t source_len;
+  int nkernels;
+  NvrtcOutput img[3];
+  const char *arch[3];  /* "sm_80", "sm_90", "compute_90" */
+  double seconds[3];
+  int nimg;
+  char why[256];
+} KernelImages;
+int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, KernelImages *out, char *err, size_t errlen);
+void kernels_images_free(KernelImages *k);
 /* --emit kernels DIR: DIR/MODEL.cu, then (when NVRTC loads) cubins for sm_80
  * and sm_90 and PTX for compute_90, from the cache when it has them. Prints
  * what it wrote; returns 0, or 1 after printing the error. */

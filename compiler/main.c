@@ -9,6 +9,7 @@
 
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
+#include "compiler/build.h"
 #include "compiler/kernels_emit.h"
 #include "compiler/memplan.h"
 #include "compiler/opgraph.h"
@@ -29,8 +30,9 @@ static void usage(FILE *out) {
         "                       activation bytes, and the imbalance (slowest / mean)\n"
         "  --dump-ops           print the forward and backward operations (I and W)\n"
         "  --dump-kernels       print the kernels the operations fuse into\n"
-        "  --emit kernels DIR   write the model's CUDA C to DIR/MODEL.cu and compile it\n"
-        "                       with NVRTC for sm_80, sm_90 and PTX (cached on disk)\n"
+        "  --emit WHAT          with -o, also keep intermediate files: llvm (DIR/STAGE.ll),\n"
+        "                       obj (DIR/.pipec/STAGE.o), kernels (DIR/kernels.cu, the\n"
+        "                       cubins for sm_80 and sm_90, PTX); a list: llvm,obj\n"
         "  --memory             print each rank's static memory plan (parameters, gradients,\n"
         "                       optimizer state, saved activations, workspace)\n"
         "  --device-memory SIZE refuse a plan that needs more than SIZE on any rank\n"
@@ -49,8 +51,8 @@ static void usage(FILE *out) {
         "                       from it, and a plan needing another number is an error\n"
         "  --import-dir DIR     also look for imported .pipe files in DIR (repeatable)\n"
         "  --max-errors N       stop printing after N errors (default 50, 0 = all)\n"
-        "  -o DIR               write the stage executables to DIR (code generation is\n"
-        "                       not in this version yet: pipec says so and exits 2)\n"
+        "  -o DIR               compile: DIR/MODEL-stageK (one executable per pipeline\n"
+        "                       rank), DIR/launch, DIR/plan.json, DIR/schedule.txt\n"
         "  -h, --help           show this help\n"
         "  --version            show the version\n"
         "\n"
@@ -81,7 +83,7 @@ static int parse_count(const char *s, int *out) {
 int main(int argc, char **argv) {
   const char *file = NULL, *outdir = NULL;
   int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0, dump_kernels = 0;
-  const char *emit_kernels = NULL;
+  BuildOptions bo = {0};
   int show_memory = 0;
   int64_t device_memory = 0;
   const char *plan_json = NULL;
@@ -126,9 +128,14 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(a, "--emit")) {
       NEED_VALUE();
-      if (strcmp(val, "kernels")) return usage_error("--emit takes 'kernels', not '%s'", val);
-      if (i + 1 >= argc) return usage_error("%s", "--emit kernels needs a folder");
-      emit_kernels = argv[++i];
+      char kinds[256];
+      snprintf(kinds, sizeof kinds, "%s", val);
+      for (char *save = NULL, *k = strtok_r(kinds, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(k, "llvm")) bo.emit_llvm = 1;
+        else if (!strcmp(k, "obj")) bo.emit_obj = 1;
+        else if (!strcmp(k, "kernels")) bo.emit_kernels = 1;
+        else return usage_error("--emit takes llvm, obj or kernels (or a list: llvm,obj), not '%s'", k);
+      }
     }
     else if (!strcmp(a, "--dump-schedule")) ro.dump = 1;
     else if (!strcmp(a, "--schedule-grid")) ro.grid = 1;
@@ -170,6 +177,7 @@ int main(int argc, char **argv) {
       file = a;
   }
   if (!file) return usage_error("%s", "no input file");
+  if ((bo.emit_llvm || bo.emit_obj || bo.emit_kernels) && !outdir) return usage_error("%s", "--emit keeps files of a compile: give -o DIR too");
   dirs[ndirs] = NULL;
   opt.import_dirs = dirs;
 
@@ -196,7 +204,13 @@ int main(int argc, char **argv) {
         status = 1;
         break;
       }
-      MemPlan *mp = memplan_build(&arena, p, ops, pl, s, &sim);
+      MemPlan *mp = memplan_build(&arena, p, ops, pl, s, &sim, err, sizeof err);
+      if (!mp) {
+        fprintf(stderr, "pipec: error: %s\n", err);
+        status = 1;
+        schedule_free(s), sim_result_free(&sim);
+        break;
+      }
       if (show_memory) {
         if (pl->template_name) printf("pipeline template %s\n", pl->template_name);
         memplan_print(stdout, mp, p);
@@ -223,14 +237,10 @@ int main(int argc, char **argv) {
   if (!p) {
     fprintf(stderr, "pipec: %d error%s in %s\n", diag.errors, diag.errors == 1 ? "" : "s", file);
     status = 1;
-  } else if (show_memory || dump || dump_ops || dump_kernels || emit_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
+  } else if (show_memory || dump || dump_ops || dump_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
     if (dump) program_dump(stdout, p);
     if (dump_ops) opgraph_dump(stdout, ops, p);
-    if (dump_kernels || emit_kernels) {
-      KernelPlan *kp = kernels_fuse(&arena, ops, p);
-      if (dump_kernels) kernels_dump(stdout, kp, ops, p);
-      if (emit_kernels && kernels_emit_files(emit_kernels, kp, ops, p)) status = 1;
-    }
+    if (dump_kernels) kernels_dump(stdout, kernels_fuse(&arena, ops, p), ops, p);
     if (explain) cost_explain_partition(stdout, p);
     if (dump_plan) plan_print(stdout, p);
     if (plan_json) {
@@ -245,10 +255,11 @@ int main(int argc, char **argv) {
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     printf("%s: ok (model %s, %lld parameters, %d ranks: dp %d x tp %d x pp %d; checked in %.1f ms)\n", file, p->model_name,
            (long long)p->nparams, p->world, p->dp, p->tp, p->pp, ms);
+  } else if (outdir) {
+    bo.outdir = outdir, bo.tflops = ro.tflops, bo.device_memory = device_memory;
+    status = build_program(p, ops, &bo);
   } else {
-    (void)outdir;
-    fprintf(stderr, "pipec: %s checks out, but this build of pipec has no code generator yet; "
-                    "use --check or --dump-model\n", file);
+    fprintf(stderr, "pipec: %s checks out; nothing else was asked (use -o DIR to compile, or --check)\n", file);
     status = 2;
   }
   arena_free(&arena);

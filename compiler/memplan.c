@@ -1,4 +1,7 @@
-/* memplan.c — see memplan.h. */
+/* memplan.c — see memplan.h. The numbers are those of the stage programs'
+ * arenas (compiler/stagegen.c): for fp32 the plan is byte for byte what a
+ * stage allocates; for bf16 the same layout with 2-byte activations and
+ * bf16 weights beside fp32 master weights. */
 #include "compiler/memplan.h"
 
 #include <math.h>
@@ -6,113 +9,40 @@
 #include <string.h>
 
 #include "compiler/cost.h"
+#include "compiler/stagegen.h"
 
-static int64_t param_values(const OgParam *p) { return p->rows * (p->cols ? p->cols : 1); }
+static int64_t region(int64_t x) { return (x + 255) / 256 * 256; }
 
-/* The stage (chunk) an op belongs to, from its top-level module. */
-static int stage_of(const Pipeline *pl, int top) {
-  for (int s = 0; s < pl->nstages; s++)
-    if (top >= pl->stages[s].first && top <= pl->stages[s].last) return s;
-  return -1;
-}
-
-MemPlan *memplan_build(Arena *a, const Program *p, const OpGraph *g, const Pipeline *pl, const Schedule *s,
-                       const SimResult *sim) {
+MemPlan *memplan_build(Arena *a, const Program *p, const OpGraph *g, const Pipeline *pl, const Schedule *s, const SimResult *sim,
+                       char *err, size_t errlen) {
+  (void)sim;
   MemPlan *m = arena_alloc(a, sizeof *m);
   m->nranks = s->nranks;
   m->rank = arena_alloc(a, sizeof(RankMemory) * (size_t)s->nranks);
-  int64_t N = (int64_t)llround(cost_microbatch_tokens(p));
-  m->tokens_per_microbatch = N;
-  double elt = cost_act_elt_bytes(p->precision);
-  double per_param = cost_bytes_per_param(p->precision, p->optimizer, p->momentum);
-  double wgt = !strcmp(p->precision, "bf16") ? 2 + 4 : 4; /* weights (+ fp32 master) */
-  double grd = !strcmp(p->precision, "bf16") ? 2 : 4;
-  int *stage = arena_alloc(a, sizeof(int) * (size_t)(g->nop + 1));
-  for (int i = 0; i < g->nop; i++) stage[i] = stage_of(pl, g->op[i].top);
-  /* which forward tensors backward reads: kept for backward */
-  unsigned char *saved = arena_alloc(a, (size_t)g->nt + 1);
-  for (int i = g->nfwd; i < g->nop; i++)
-    for (int k = 0; k < g->op[i].nin; k++) {
-      int t = g->op[i].in[k];
-      if (g->t[t].producer >= 0 && g->t[t].producer < g->nfwd) saved[t] = 1;
-      else if (g->t[t].producer < 0) saved[t] = 1; /* tokens, targets */
-    }
-  int *last_use = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1));
-  for (int i = 0; i < g->nop; i++)
-    for (int k = 0; k < g->op[i].nin; k++) last_use[g->op[i].in[k]] = i;
+  m->tokens_per_microbatch = (int64_t)llround(cost_microbatch_tokens(p));
+  int bf16 = !strcmp(p->precision, "bf16");
   for (int r = 0; r < s->nranks; r++) {
+    StageProgram *sp = stage_lower(a, p, g, (int)(pl - p->pipes), s, r, err, errlen);
+    if (!sp) return NULL;
     RankMemory *rm = &m->rank[r];
     rm->rank = r;
-    /* parameters used by the rank's stages (a tied weight: a copy on each side) */
-    unsigned char *used = arena_alloc(a, (size_t)g->nparam + 1);
-    int64_t values = 0;
-    for (int i = 0; i < g->nop; i++) {
-      if (stage[i] < 0 || s->stage_rank[stage[i]] != r) continue;
-      int ps[2] = {g->op[i].weight, g->op[i].bias};
-      for (int k = 0; k < 2; k++)
-        if (ps[k] >= 0 && !used[ps[k]]) used[ps[k]] = 1, values += param_values(&g->param[ps[k]]);
-    }
-    rm->param_bytes = (int64_t)(values * wgt);
-    rm->grad_bytes = (int64_t)(values * grd);
-    rm->optim_bytes = (int64_t)(values * per_param) - rm->param_bytes - rm->grad_bytes;
-    if (rm->optim_bytes < 0) rm->optim_bytes = 0;
-    /* per stage of the rank: saved activations of one microbatch, and the
-       transient peak of a forward and of a backward pass */
-    int64_t act_max = 0, ws_max = 0, comm = 0;
-    for (int st = 0; st < s->nstages; st++) {
-      if (s->stage_rank[st] != r) continue;
-      int64_t act = 0, live = 0, peak = 0;
-      for (int i = 0; i < g->nop; i++) {
-        if (stage[i] != st) continue;
-        const OgOp *o = &g->op[i];
-        if (o->out >= 0) {
-          int64_t bytes = N * g->t[o->out].width * (g->t[o->out].is_int ? 4 : (int64_t)elt);
-          if (i < g->nfwd && saved[o->out]) act += bytes;
-          else {
-            live += bytes;
-            if (live > peak) peak = live;
-          }
-        }
-        if (i < g->nfwd && (o->kind == OP_LAYERNORM || o->kind == OP_RMSNORM)) act += N * 8; /* mean, rstd (fp32) */
-        if (i < g->nfwd && o->kind == OP_ATTENTION) act += N * o->heads * 4;            /* log-sum-exp (fp32) */
-        for (int k = 0; k < o->nin; k++) { /* a transient dies at its last read */
-          int t = o->in[k];
-          if (last_use[t] == i && !(g->t[t].producer >= 0 && g->t[t].producer < g->nfwd && saved[t]) && g->t[t].producer >= 0 &&
-              stage[g->t[t].producer] == st)
-            live -= N * g->t[t].width * (g->t[t].is_int ? 4 : (int64_t)elt);
-        }
-        if (i == g->nfwd - 1 || i == g->nop - 1) live = 0; /* a pass ends: its transients are gone */
-      }
-      /* the activation entering and the gradient leaving the stage */
-      int64_t boundary = 0;
-      for (int i = 0; i < g->nfwd; i++)
-        if (stage[i] == st)
-          for (int k = 0; k < g->op[i].nin; k++) {
-            int t = g->op[i].in[k], pr = g->t[t].producer;
-            if (pr >= 0 && stage[pr] != st && !g->t[t].is_int) {
-              boundary = N * g->t[t].width * (int64_t)elt;
-              if (saved[t]) act += boundary; /* the received input, kept for backward */
-            }
-          }
-      comm += 2 * boundary * 2; /* activation in and gradient out, double-buffered */
-      if (act > act_max) act_max = act;
-      if (peak > ws_max) ws_max = peak;
-    }
-    rm->act_per_microbatch = act_max;
-    rm->slots = sim && sim->ok ? sim->peak_inflight[r] : s->nmb;
-    rm->workspace_bytes = ws_max;
-    rm->comm_bytes = comm;
-    /* the arena: regions laid out back to back, 256-byte aligned */
-    const char *names[6] = {"parameters", "gradients", "optimizer state", "saved activations", "workspace", "communication"};
-    int64_t sizes[6] = {rm->param_bytes, rm->grad_bytes, rm->optim_bytes, rm->act_per_microbatch * rm->slots, rm->workspace_bytes,
-                        rm->comm_bytes};
+    int64_t pf = sp->param_floats;
+    rm->param_bytes = pf * (bf16 ? 2 + 4 : 4); /* bf16 weights + fp32 master weights */
+    rm->grad_bytes = pf * (bf16 ? 2 : 4);
+    rm->optim_bytes = sp->optim_floats * 4;
+    rm->act_per_microbatch = bf16 ? sp->slot_bytes / 2 : sp->slot_bytes;
+    rm->slots = sp->nslots;
+    rm->workspace_bytes = bf16 ? sp->ws_bytes / 2 : sp->ws_bytes;
+    const char *names[5] = {"parameters", "gradients", "optimizer state", "saved activations", "workspace"};
+    int64_t sizes[5] = {rm->param_bytes, rm->grad_bytes, rm->optim_bytes, rm->act_per_microbatch * rm->slots, rm->workspace_bytes};
     int64_t off = 0;
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < 5; k++) {
       rm->region[k] = (MemRegion){names[k], off, sizes[k]};
-      off += (sizes[k] + 255) / 256 * 256;
+      off += region(sizes[k]);
     }
-    rm->nregion = 6;
-    rm->total = off;
+    rm->nregion = 5;
+    rm->total = off; /* fp32: equal to the stage's arena (sp->total) */
+    rm->arena_bytes = sp->total;
   }
   return m;
 }

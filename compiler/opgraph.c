@@ -632,6 +632,15 @@ static int column_ok(const OpGraph *g, int i, int *role, int **readers, int *nre
   return ok && rows > 0;
 }
 
+void opgraph_attn(const OpGraph *g, int i, int nb, int nt, KAttn *out) {
+  const OgOp *o = &g->op[i];
+  int d = o->kind == OP_ATTENTION_BWD ? g->t[g->op[o->fwd].out].width : g->t[o->out].width;
+  int hs = d / o->heads, kv = hs * o->kv_heads;
+  int cross = o->kind == OP_ATTENTION ? o->nin == 2 : o->nin == 3;
+  *out = (KAttn){.B = nb, .T = nt, .Tk = nt, .NH = o->heads, .NH_kv = o->kv_heads, .HS = hs, .causal = o->causal,
+                 .q_stride = cross ? d : d + 2 * kv, .kv_stride = cross ? 2 * kv : d + 2 * kv, .out_stride = d};
+}
+
 void opgraph_shard_copy(const OgParam *p, int tp, int rank, const float *full, float *part) {
   ParamShape sh = {(int)p->shard, p->rows, p->cols, p->full_rows, p->full_cols, p->q_rows, p->kv_rows};
   param_shard_copy(&sh, tp, rank, full, part);

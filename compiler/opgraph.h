@@ -122,6 +122,11 @@ OpGraph *opgraph_build(Arena *a, Diag *d, const Program *p);
 OpGraph *opgraph_shard(Arena *a, const OpGraph *g, int tp, int rank);
 /* Copies this rank's part of a full parameter (`full`, the tp=1 layout). */
 void opgraph_shard_copy(const OgParam *p, int tp, int rank, const float *full, float *part);
+/* The attention geometry of op i (OP_ATTENTION or OP_ATTENTION_BWD) for B
+ * sequences of T tokens: heads, head size, strides of the packed q|k|v or
+ * the separate q and k|v (cross-attention). */
+struct KAttn;
+void opgraph_attn(const OpGraph *g, int i, int B, int T, struct KAttn *out);
 void opgraph_dump(FILE *out, const OpGraph *g, const Program *p);
 extern const char *const op_names[OP_KIND_COUNT];
 

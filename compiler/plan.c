@@ -601,3 +601,15 @@ int plan_write_json(const char *path, const Program *p, char *err, size_t errlen
   arena_free(&A);
   return 0;
 }
+
+int plan_rank_table(const Program *p, int *pipeline, int *pp_rank, int *tp_rank, char *err, size_t errlen) {
+  Arena A = {0};
+  Layout L;
+  if (layout_init(&L, p, &A, err, errlen)) {
+    arena_free(&A);
+    return -1;
+  }
+  for (int64_t r = 0; r < L.world; r++) coords(&L, r, &pipeline[r], &pp_rank[r], &tp_rank[r]);
+  arena_free(&A);
+  return 0;
+}

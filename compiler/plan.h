@@ -56,4 +56,8 @@ int plan_print(FILE *out, const Program *p);
  * [{owner, users, groups}], module_dp [{module, groups}] (templates only)}. */
 int plan_write_json(const char *path, const Program *p, char *err, size_t errlen);
 
+/* Each world rank's pipeline (= dp rank in the grid layout), pipeline rank
+ * and tp rank (arrays of p->world entries). 0, or -1 with err. */
+int plan_rank_table(const Program *p, int *pipeline, int *pp_rank, int *tp_rank, char *err, size_t errlen);
+
 #endif

@@ -71,14 +71,8 @@ static float *P(GraphExec *x, int id, int row0, int64_t cols) { return id < 0 ? 
 static float *G(GraphExec *x, int id, int row0, int64_t cols) { return id < 0 ? NULL : x->grads + x->param_off[id] + (int64_t)row0 * (cols ? cols : 1); }
 
 static KAttn attn_of(const GraphExec *x, const OgOp *o, const OpGraph *g) {
-  int d = g->t[o->out].width;
-  if (o->kind == OP_ATTENTION_BWD) d = g->t[g->op[o->fwd].out].width;
-  int hs = d / o->heads, kv = hs * o->kv_heads;
-  KAttn a = {.B = x->B, .T = x->T, .Tk = x->T, .NH = o->heads, .NH_kv = o->kv_heads, .HS = hs, .causal = o->causal};
-  int cross = o->kind == OP_ATTENTION ? o->nin == 2 : o->nin == 3;
-  a.q_stride = cross ? d : d + 2 * kv;
-  a.kv_stride = cross ? 2 * kv : d + 2 * kv;
-  a.out_stride = d;
+  KAttn a;
+  opgraph_attn(g, (int)(o - g->op), x->B, x->T, &a);
   return a;
 }
 

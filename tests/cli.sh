@@ -32,7 +32,9 @@ check xl-params 0 "1557611200 parameters" "$pipec" --check models/gpt2-xl.pipe
 check tutorial-params 0 "43883280 parameters" "$pipec" --check models/pipelining-tutorial.pipe
 check error-count 1 "pipec: 1 error in" "$pipec" --check --world-size 7 models/gpt2.pipe
 check world-flag-vs-file 1 "world = 16 here, but --world-size 8 on the command line" "$pipec" --check --world-size 8 models/examples/libai-stage-ids.pipe
-check compile-not-yet 2 "has no code generator yet" "$pipec" models/gpt2.pipe -o /tmp/pipec-cli-out
+check nothing-asked 2 "nothing else was asked" "$pipec" models/gpt2.pipe
+check emit-needs-o 2 "--emit keeps files of a compile: give -o DIR too" "$pipec" --emit llvm models/gpt2.pipe
+check emit-bad 2 "--emit takes llvm, obj or kernels" "$pipec" --emit asm -o /tmp/x models/gpt2.pipe
 check csv-b-before-f 1 "b-before-f.csv: error: invalid schedule: rank 0, step 1 (0B0): comes before 0F0, which it needs" \
   "$pipec" --load-schedule tests/csv/b-before-f.csv --dump-schedule models/gpt2-tiny.pipe
 check csv-missing-receive 1 "invalid schedule: rank 1, step 5 (1F1): missing receive: 1RECV_F1 must come first" \
@@ -56,8 +58,8 @@ for m in gpt2 gpt2-medium gpt2-large gpt2-xl pipelining-tutorial examples/llama-
   n=$("$pipec" --check models/$m.pipe | sed -n 's/.*, \([0-9]*\) parameters.*/\1/p')
   check "ops-params-$m" 0 "($n values)" "$pipec" --dump-ops models/$m.pipe
 done
-check memory-plan 0 "294.38 MiB x 4" "$pipec" --memory tests/schedule/1f1b.pipe
-check device-memory 1 "pipeline rank 3 needs 7.09 GiB" "$pipec" --check --device-memory 4GiB tests/schedule/gpipe.pipe
+check memory-plan 0 "288.39 MiB x 4" "$pipec" --memory tests/schedule/1f1b.pipe
+check device-memory 1 "pipeline rank 3 needs 6.86 GiB" "$pipec" --check --device-memory 4GiB tests/schedule/gpipe.pipe
 check device-memory-fits 0 ": ok" "$pipec" --check --device-memory 8GiB tests/schedule/gpipe.pipe
 check device-memory-bad 2 "--device-memory needs a size" "$pipec" --check --device-memory lots models/gpt2.pipe
 check import-dir 0 ": ok" "$pipec" --check --import-dir tests/good tests/good/custom-block.pipe

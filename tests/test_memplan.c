@@ -19,7 +19,7 @@ static MemPlan *plan(Arena *a, const char *path) {
   SimResult sim;
   char err[256];
   Schedule *s = report_build(p, &p->pipes[0], 100, &sim, err, sizeof err);
-  MemPlan *m = s ? memplan_build(a, p, g, &p->pipes[0], s, &sim) : NULL;
+  MemPlan *m = s ? memplan_build(a, p, g, &p->pipes[0], s, &sim, err, sizeof err) : NULL;
   if (s) schedule_free(s);
   sim_result_free(&sim);
   return m;
@@ -51,6 +51,8 @@ int main(int argc, char **argv) {
       CHECK(G->region[k].offset >= G->region[k - 1].offset + G->region[k - 1].bytes && G->region[k].offset % 256 == 0,
             "rank %d: region %s overlaps or is unaligned", r, G->region[k].name);
     CHECK(G->total >= G->region[G->nregion - 1].offset + G->region[G->nregion - 1].bytes, "rank %d: total too small", r);
+    CHECK(G->total == G->arena_bytes && F->total == F->arena_bytes, "rank %d: fp32 plan %lld / %lld is not the stage arena %lld / %lld", r,
+          (long long)G->total, (long long)F->total, (long long)G->arena_bytes, (long long)F->arena_bytes);
   }
   arena_free(&a);
   return check_summary();

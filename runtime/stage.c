@@ -1,0 +1,468 @@
+/* stage.c — the runtime side of a generated stage program (see stage.h). */
+#define _GNU_SOURCE
+#include "runtime/stage.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/kernels.h"
+#include "lib/params.h"
+#include "runtime/comm.h"
+#include "runtime/device.h"
+#include "runtime/env.h"
+#include "runtime/store.h"
+
+typedef struct RtParam {
+  int index;
+  char name[160];
+  int64_t off, rows, cols, full_rows, full_cols, q_rows, kv_rows;
+  int shard, first, tied;
+  int *holders, nholders; /* pipeline ranks holding it (tied weights) */
+  PrtGroup *tied_group;
+} RtParam;
+
+struct PrtCtx {
+  PrtEnv env;
+  char model[128];
+  int stage, pipeline, nstages;
+  int world, tp, dp, pp;
+  int *rk_pipe, *rk_pp, *rk_tp; /* per world rank */
+  int tp_rank, dp_rank;
+  int64_t batch, nmb, mbrows, seq, allmbs;
+  int64_t steps, seed, warmup;
+  double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
+  char lr_schedule[32], optimizer[16];
+  int64_t total, params_off, grads_off, optim_off, slots_off, slot_bytes, ws_off, ws_bytes, floats;
+  int nslots;
+  RtParam *params;
+  int nparams;
+  /* run time */
+  char *arena;
+  PrtStore *store;
+  PrtComm *comm;
+  PrtGroup *tp_group, *dp_group, *world_group;
+  int step;          /* 1-based, during a step */
+  double loss_sum;   /* this step, over this rank's microbatches */
+  float loss_scale;  /* 1 / tokens of the global batch */
+  double grad_norm, cur_lr;
+  int32_t *corpus;   /* synthetic data */
+  float *scratch;    /* 2 x scratch_n floats: the max all-reduce's buffers (one value per row) */
+  long scratch_n;
+  int64_t corpus_len, vocab;
+};
+
+static PrtCtx *g_ctx; /* for messages */
+
+static void die(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(PrtCtx *c, const char *fmt, ...) {
+  char b[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b, sizeof b, fmt, ap);
+  va_end(ap);
+  if (c && c->comm) {
+    char why[1100];
+    snprintf(why, sizeof why, "%s", b);
+    prt_comm_abort(c->comm, why);
+  }
+  fprintf(stderr, "pipec: rank %d: %s\n", c ? c->env.rank : -1, b);
+  exit(1);
+}
+
+/* ---- the manifest ---- */
+static void parse_manifest(PrtCtx *c, const char *text) {
+  char *copy = strdup(text), *save = NULL;
+  int nparams = 0;
+  for (const char *q = text; (q = strstr(q, "\nparam ")); q++) nparams++;
+  c->params = calloc((size_t)nparams + 1, sizeof *c->params);
+  int bad = 0;
+  for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    char key[32];
+    if (sscanf(line, "%31s", key) != 1) continue;
+    if (!strcmp(key, "model")) bad |= sscanf(line, "model %127s", c->model) != 1;
+    else if (!strcmp(key, "stage")) bad |= sscanf(line, "stage %d pipeline %d stages %d", &c->stage, &c->pipeline, &c->nstages) != 3;
+    else if (!strcmp(key, "world")) {
+      bad |= sscanf(line, "world %d tp %d dp %d pp %d", &c->world, &c->tp, &c->dp, &c->pp) != 4;
+      if (c->world < 1 || c->world > 1 << 20) bad = 1;
+      else {
+        c->rk_pipe = calloc((size_t)c->world, sizeof(int));
+        c->rk_pp = calloc((size_t)c->world, sizeof(int));
+        c->rk_tp = calloc((size_t)c->world, sizeof(int));
+      }
+    } else if (!strcmp(key, "batch"))
+      bad |= sscanf(line, "batch %" SCNd64 " microbatches %" SCNd64 " mbrows %" SCNd64 " seq %" SCNd64 " allmicrobatches %" SCNd64 " vocab %" SCNd64,
+                    &c->batch, &c->nmb, &c->mbrows, &c->seq, &c->allmbs, &c->vocab) != 6;
+    else if (!strcmp(key, "rank")) {
+      int r, k, p, t;
+      if (sscanf(line, "rank %d pipeline %d pp %d tp %d", &r, &k, &p, &t) != 4 || r < 0 || r >= c->world) bad = 1;
+      else c->rk_pipe[r] = k, c->rk_pp[r] = p, c->rk_tp[r] = t;
+    } else if (!strcmp(key, "train"))
+      bad |= sscanf(line, "train steps %" SCNd64 " seed %" SCNd64 " lr %lf min_lr %lf warmup %" SCNd64 " schedule %31s clip %lf", &c->steps,
+                    &c->seed, &c->lr, &c->min_lr, &c->warmup, c->lr_schedule, &c->clip) != 7;
+    else if (!strcmp(key, "optimizer"))
+      bad |= sscanf(line, "optimizer %15s beta1 %lf beta2 %lf eps %lf weight_decay %lf momentum %lf", c->optimizer, &c->beta1, &c->beta2,
+                    &c->eps, &c->wd, &c->momentum) != 6;
+    else if (!strcmp(key, "arena"))
+      bad |= sscanf(line,
+                    "arena %" SCNd64 " params %" SCNd64 " grads %" SCNd64 " optim %" SCNd64 " slots %" SCNd64 " nslots %d slot_bytes %" SCNd64
+                    " ws %" SCNd64 " ws_bytes %" SCNd64 " floats %" SCNd64,
+                    &c->total, &c->params_off, &c->grads_off, &c->optim_off, &c->slots_off, &c->nslots, &c->slot_bytes, &c->ws_off,
+                    &c->ws_bytes, &c->floats) != 10;
+    else if (!strcmp(key, "param")) {
+      RtParam *p = &c->params[c->nparams++];
+      bad |= sscanf(line, "param %d %159s %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %" SCNd64 " %" SCNd64 " %d %d", &p->index,
+                    p->name, &p->off, &p->rows, &p->cols, &p->full_rows, &p->full_cols, &p->shard, &p->q_rows, &p->kv_rows, &p->first,
+                    &p->tied) != 12;
+    } else if (!strcmp(key, "holders")) {
+      int q, pos;
+      if (sscanf(line, "holders %d%n", &q, &pos) != 1) bad = 1;
+      for (int i = 0; i < c->nparams; i++)
+        if (c->params[i].index == q) {
+          RtParam *p = &c->params[i];
+          p->holders = calloc((size_t)c->pp + 1, sizeof(int));
+          for (int r, k; p->nholders <= c->pp && sscanf(line + pos, "%d%n", &r, &k) == 1; pos += k) p->holders[p->nholders++] = r;
+        }
+    }
+  }
+  free(copy);
+  if (bad || !c->world || !c->total || strncmp(text, "pipec-stage 1\n", 14)) {
+    fprintf(stderr, "pipec: this stage binary's manifest is damaged or from another pipec version\n");
+    exit(1);
+  }
+}
+
+/* ---- data: a synthetic corpus until token files are wired in (a fixed
+   random Markov chain: each token has 4 likely successors, so a model that
+   learns the table reaches a loss near ln 4) ---- */
+static uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+static void make_corpus(PrtCtx *c) {
+  if (c->vocab <= 0) c->vocab = 256; /* a model without token ids: any range */
+  c->corpus_len = 1 << 16;
+  c->corpus = malloc(sizeof(int32_t) * (size_t)c->corpus_len);
+  uint64_t s = 0x5EEDull;
+  int32_t t = 0;
+  for (int64_t i = 0; i < c->corpus_len; i++) {
+    c->corpus[i] = t;
+    uint64_t r = mix64(s += 0x9E3779B97F4A7C15ull);
+    t = (int32_t)(mix64((uint64_t)t * 4 + (r & 3)) % (uint64_t)c->vocab);
+  }
+}
+
+/* the tokens of row `row` of microbatch mb of this dp replica at this step */
+static int64_t window(PrtCtx *c, int mb, int64_t row) {
+  int64_t seqs = ((int64_t)(c->step - 1) * c->allmbs + (int64_t)c->dp_rank * c->nmb + mb) * c->mbrows + row;
+  return seqs * (c->seq + 1) % (c->corpus_len - c->seq - 1);
+}
+
+void prt_load_tokens(void *ctx, int mb, int32_t *dst) {
+  PrtCtx *c = ctx;
+  for (int64_t r = 0; r < c->mbrows; r++) memcpy(dst + r * c->seq, c->corpus + window(c, mb, r), sizeof(int32_t) * (size_t)c->seq);
+}
+void prt_load_targets(void *ctx, int mb, int32_t *dst) {
+  PrtCtx *c = ctx;
+  for (int64_t r = 0; r < c->mbrows; r++) memcpy(dst + r * c->seq, c->corpus + window(c, mb, r) + 1, sizeof(int32_t) * (size_t)c->seq);
+}
+
+/* ---- ops that need the rank or the step ---- */
+void prt_vp_embedding_forward(void *ctx, float *out, const int32_t *ids, const float *W, int N, int C, int64_t rows) {
+  k_vp_embedding_forward(out, ids, W, N, C, rows * ((PrtCtx *)ctx)->tp_rank, rows);
+}
+void prt_vp_embedding_backward(void *ctx, float *dW, const float *dout, const int32_t *ids, int N, int C, int64_t rows) {
+  k_vp_embedding_backward(dW, dout, ids, N, C, rows * ((PrtCtx *)ctx)->tp_rank, rows);
+}
+void prt_vp_sumexp(void *ctx, float *st, const float *logits, const int32_t *targets, const float *M, int N, int V) {
+  k_vp_sumexp(st, logits, targets, M, N, V, (int64_t)V * ((PrtCtx *)ctx)->tp_rank);
+}
+void prt_vp_xent_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets, const float *M, const float *S,
+                          int N, int V) {
+  PrtCtx *c = ctx;
+  k_vp_xent_backward(dlogits, logits, targets, M, S, N, V, (int64_t)V * c->tp_rank, c->loss_scale);
+}
+void prt_xent_backward(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int N, int V) {
+  k_crossentropy_forward_backward(losses, dlogits, logits, targets, N, V, ((PrtCtx *)ctx)->loss_scale);
+}
+static uint64_t dropout_seed(PrtCtx *c, int mb) {
+  return mix64((uint64_t)c->seed ^ mix64((uint64_t)c->step << 20 ^ (uint64_t)c->dp_rank << 40 ^ (uint64_t)mb));
+}
+void prt_dropout_forward(void *ctx, float *out, const float *inp, long n, float p, int op, int mb) {
+  k_dropout_forward(out, inp, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
+}
+void prt_dropout_backward(void *ctx, float *dinp, const float *dout, long n, float p, int op, int mb) {
+  k_dropout_backward(dinp, dout, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
+}
+void prt_loss_add(void *ctx, const float *losses, const int32_t *targets, int N) {
+  PrtCtx *c = ctx;
+  double s = 0;
+  for (int r = 0; r < N; r++)
+    if (targets[r] >= 0) s += losses[r];
+  c->loss_sum += s;
+}
+
+/* ---- communication ---- */
+static int world_rank(PrtCtx *c, int pipeline, int pp, int tp) {
+  for (int r = 0; r < c->world; r++)
+    if (c->rk_pipe[r] == pipeline && c->rk_pp[r] == pp && c->rk_tp[r] == tp) return r;
+  die(c, "no rank runs pipeline %d, pipeline rank %d, tp rank %d (damaged manifest)", pipeline, pp, tp);
+}
+
+void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
+  PrtCtx *c = ctx;
+  if (c->tp <= 1) return;
+  if (op == 0) {
+    prt_allreduce_sum(c->tp_group, buf, (size_t)n);
+    return;
+  }
+  /* max: every member's values in turn, the same order everywhere */
+  if (n > c->scratch_n) die(c, "a max all-reduce of %ld values is larger than its buffer (%ld)", n, c->scratch_n);
+  float *tmp = c->scratch, *mine = c->scratch + n;
+  memcpy(mine, buf, sizeof(float) * (size_t)n);
+  for (int k = 0; k < prt_group_size(c->tp_group); k++) {
+    if (k == prt_group_rank(c->tp_group)) memcpy(tmp, mine, sizeof(float) * (size_t)n);
+    prt_broadcast(c->tp_group, k, tmp, sizeof(float) * (size_t)n);
+    for (long i = 0; i < n; i++) buf[i] = k == 0 ? tmp[i] : fmaxf(buf[i], tmp[i]);
+  }
+}
+
+void prt_pp_send(void *ctx, int pp_peer, int tag, const void *buf, long bytes) {
+  PrtCtx *c = ctx;
+  prt_send(c->comm, world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
+}
+void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes) {
+  PrtCtx *c = ctx;
+  prt_recv(c->comm, world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
+}
+void prt_dp_allreduce(void *ctx, float *grads, long n) {
+  PrtCtx *c = ctx;
+  if (c->dp > 1) prt_allreduce_sum(c->dp_group, grads, (size_t)n);
+}
+void prt_tied_allreduce(void *ctx, int param, float *grads, long n) {
+  PrtCtx *c = ctx;
+  for (int i = 0; i < c->nparams; i++)
+    if (c->params[i].index == param && c->params[i].tied_group) {
+      prt_allreduce_sum(c->params[i].tied_group, grads, (size_t)n);
+      return;
+    }
+}
+
+static double lr_at(PrtCtx *c, int step) {
+  double lr = c->lr;
+  if (c->warmup > 0 && step <= c->warmup) return lr * step / (double)c->warmup;
+  double frac = c->steps > c->warmup ? (double)(step - c->warmup) / (double)(c->steps - c->warmup) : 1;
+  if (frac > 1) frac = 1;
+  if (!strcmp(c->lr_schedule, "cosine")) return c->min_lr + 0.5 * (lr - c->min_lr) * (1 + cos(M_PI * frac));
+  if (!strcmp(c->lr_schedule, "linear")) return lr + (c->min_lr - lr) * frac;
+  return lr;
+}
+
+void prt_optimizer_step(void *ctx) {
+  PrtCtx *c = ctx;
+  float *P = (float *)(c->arena + c->params_off), *Gr = (float *)(c->arena + c->grads_off);
+  /* the global gradient norm: each parameter counted once over the world */
+  double ss = 0;
+  if (c->dp_rank == 0)
+    for (int i = 0; i < c->nparams; i++) {
+      const RtParam *p = &c->params[i];
+      if (p->first && (p->shard != PSHARD_NONE || c->tp_rank == 0)) ss += k_sumsq(Gr + p->off, (long)(p->rows * (p->cols ? p->cols : 1)));
+    }
+  prt_allreduce_sum_f64(c->world_group, &ss, 1);
+  c->grad_norm = sqrt(ss);
+  if (c->clip > 0 && c->grad_norm > c->clip) k_scale(Gr, (long)c->floats, (float)(c->clip / (c->grad_norm + 1e-6)));
+  c->cur_lr = lr_at(c, c->step);
+  float *M = (float *)(c->arena + c->optim_off), *V = M + c->floats;
+  for (int i = 0; i < c->nparams; i++) {
+    const RtParam *p = &c->params[i];
+    long n = (long)(p->rows * (p->cols ? p->cols : 1));
+    float wd = p->cols ? (float)c->wd : 0.0f; /* decay matrices and embeddings, not norms and biases */
+    if (!strcmp(c->optimizer, "adamw"))
+      k_adamw(P + p->off, Gr + p->off, M + p->off, V + p->off, n, (float)c->cur_lr, (float)c->beta1, (float)c->beta2, (float)c->eps, wd,
+              c->step);
+    else
+      for (long k = 0; k < n; k++) {
+        float g = Gr[p->off + k] + wd * P[p->off + k];
+        if (c->momentum > 0) g = M[p->off + k] = (float)c->momentum * M[p->off + k] + g;
+        P[p->off + k] -= (float)c->cur_lr * g;
+      }
+  }
+}
+
+/* ---- main ---- */
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static PrtGroup *group_where(PrtCtx *c, int same_pipe, int same_pp, int same_tp) {
+  int *m = calloc((size_t)c->world, sizeof(int)), n = 0, me = c->env.rank;
+  for (int r = 0; r < c->world; r++)
+    if ((!same_pipe || c->rk_pipe[r] == c->rk_pipe[me]) && (!same_pp || c->rk_pp[r] == c->rk_pp[me]) &&
+        (!same_tp || c->rk_tp[r] == c->rk_tp[me]))
+      m[n++] = r;
+  PrtGroup *g = prt_group_new(c->comm, m, n);
+  free(m);
+  return g;
+}
+
+static int64_t arg_count(const char *s, const char *what) {
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (!*s || *end || v < 0) {
+    fprintf(stderr, "pipec: %s needs a non-negative integer, not '%s'\n", what, s);
+    exit(2);
+  }
+  return v;
+}
+
+int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) {
+  PrtCtx *c = calloc(1, sizeof *c);
+  g_ctx = c;
+  parse_manifest(c, manifest);
+  int64_t log_every = 1;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--steps") && i + 1 < argc) c->steps = arg_count(argv[++i], "--steps");
+    else if (!strcmp(argv[i], "--log-every") && i + 1 < argc) log_every = arg_count(argv[++i], "--log-every");
+    else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("usage: %s [--steps N] [--log-every N]\n"
+             "A stage program of %s made by pipec; start every rank with\n"
+             "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
+             argv[0], c->model, c->world, c->world);
+      return 0;
+    } else {
+      fprintf(stderr, "pipec: unknown option '%s' (try --help)\n", argv[i]);
+      return 2;
+    }
+  }
+  char err[512];
+  if (prt_env_read(&c->env, err, sizeof err)) {
+    fprintf(stderr, "pipec: %s\n", err);
+    return 1;
+  }
+  int me = c->env.rank;
+  if (c->env.world != c->world) {
+    if (me == 0)
+      fprintf(stderr, "pipec: %s was compiled for %d ranks (dp %d x tp %d x pp %d), but the launcher started %d (%s); "
+                      "launch %d ranks or recompile with --world-size %d\n",
+              c->model, c->world, c->dp, c->tp, c->pp, c->env.world, c->env.launcher, c->world, c->env.world);
+    return 1;
+  }
+  c->pipeline = c->rk_pipe[me], c->tp_rank = c->rk_tp[me], c->dp_rank = c->rk_pipe[me];
+  if (c->rk_pp[me] != c->stage) {
+    fprintf(stderr, "pipec: rank %d runs pipeline rank %d, but this is the program of pipeline rank %d (%s); start the job with the launch program\n",
+            me, c->rk_pp[me], c->stage, argv[0]);
+    return 1;
+  }
+  char prefix[300];
+  snprintf(prefix, sizeof prefix, "pipec/%s/%d/", c->env.run_id, c->env.restart);
+  c->store = prt_store_open(c->env.master_addr, c->env.master_port, me == 0 && !c->env.has_agent_store, c->env.timeout_s, err, sizeof err);
+  if (!c->store) {
+    fprintf(stderr, "pipec: rank %d: %s\n", me, err);
+    return 1;
+  }
+  c->comm = prt_comm_init(c->store, prefix, me, c->world, c->env.timeout_s, err, sizeof err);
+  if (!c->comm) {
+    fprintf(stderr, "pipec: rank %d: %s\n", me, err);
+    return 1;
+  }
+  c->world_group = group_where(c, 0, 0, 0);
+  c->tp_group = group_where(c, 1, 1, 0);
+  c->dp_group = group_where(c, 0, 1, 1);
+  for (int i = 0; i < c->nparams; i++) {
+    RtParam *p = &c->params[i];
+    if (p->nholders < 2) continue;
+    int *m = calloc((size_t)p->nholders, sizeof(int));
+    for (int k = 0; k < p->nholders; k++) m[k] = world_rank(c, c->pipeline, p->holders[k], c->tp_rank);
+    p->tied_group = prt_group_new(c->comm, m, p->nholders);
+    free(m);
+  }
+  /* the device: a GPU when the driver has one, else the CPU (the kernels of this build run on the CPU) */
+  char why[512];
+  PrtDevice *dev = prt_device_open(me, c->env.local_rank, why, sizeof why);
+  if (dev) {
+    if (me == 0)
+      fprintf(stderr, "pipec: %s found; this build runs its stage programs on the CPU (GPU execution is not generated yet)\n",
+              prt_device_name(dev));
+    prt_device_close(dev);
+  }
+  const char *th = getenv("PIPEC_THREADS");
+  long cores = sysconf(_SC_NPROCESSORS_ONLN), threads = th ? atol(th) : cores / (c->env.local_world > 0 ? c->env.local_world : 1);
+  k_set_threads(threads < 1 ? 1 : (int)threads);
+
+  /* the arena: the planned bytes, once */
+  struct mallinfo2 m0 = mallinfo2();
+  c->arena = aligned_alloc(64, (size_t)c->total);
+  if (!c->arena) die(c, "cannot allocate the planned %lld bytes", (long long)c->total);
+  memset(c->arena, 0, (size_t)c->total);
+  for (int i = 0; i < c->nparams; i++) {
+    RtParam *p = &c->params[i];
+    int64_t full = p->full_rows * (p->full_cols ? p->full_cols : 1);
+    float *w = malloc(sizeof(float) * (size_t)full);
+    param_init_full(w, p->name, p->full_rows, p->full_cols, p->index, (uint64_t)c->seed);
+    ParamShape sh = {p->shard, p->rows, p->cols, p->full_rows, p->full_cols, p->q_rows, p->kv_rows};
+    param_shard_copy(&sh, c->tp, c->tp_rank, w, (float *)(c->arena + c->params_off) + p->off);
+    free(w);
+  }
+  make_corpus(c);
+  c->scratch_n = (long)(c->mbrows * c->seq);
+  c->scratch = malloc(sizeof(float) * 2 * (size_t)c->scratch_n);
+  c->loss_scale = (float)(1.0 / ((double)c->batch * (double)c->seq));
+  int logger = me == 0;
+  if (logger)
+    printf("pipec: %s, %d ranks (dp %d x tp %d x pp %d), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n", c->model,
+           c->world, c->dp, c->tp, c->pp, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total);
+  fflush(stdout);
+  size_t heap_before = 0, heap_growth = 0;
+  double t_all = now();
+  for (int64_t s = 1; s <= c->steps; s++) {
+    c->step = (int)s;
+    c->loss_sum = 0;
+    memset(c->arena + c->grads_off, 0, sizeof(float) * (size_t)c->floats);
+    if (s == 3) heap_before = mallinfo2().uordblks; /* after the transport's queues reach their size */
+    double t0 = now();
+    step(c, c->arena);
+    double dt = now() - t0;
+    if (s >= 3) {
+      size_t h = mallinfo2().uordblks;
+      if (h > heap_before && h - heap_before > heap_growth) heap_growth = h - heap_before;
+    }
+    /* the loss of the step: the last pipeline rank's sums, counted once per tp group */
+    double l = c->stage == c->nstages - 1 && c->tp_rank == 0 ? c->loss_sum : 0;
+    prt_allreduce_sum_f64(c->world_group, &l, 1);
+    l /= (double)c->batch * (double)c->seq;
+    if (logger && (s % (log_every ? log_every : 1) == 0 || s == c->steps)) {
+      double tokens = (double)c->batch * (double)c->seq;
+      printf("step %4lld/%lld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s\n", (long long)s, (long long)c->steps, l, c->cur_lr,
+             c->grad_norm, dt * 1e3, tokens / dt);
+      fflush(stdout);
+    }
+  }
+  if (logger) {
+    struct mallinfo2 m1 = mallinfo2();
+    (void)m0, (void)m1;
+    printf("pipec: done in %.2f s; arena %lld bytes as planned, heap growth during steps 3..%lld: %zu bytes\n", now() - t_all,
+           (long long)c->total, (long long)c->steps, heap_growth);
+  }
+  prt_comm_finalize(c->comm);
+  for (int i = 0; i < c->nparams; i++) {
+    if (c->params[i].tied_group) prt_group_free(c->params[i].tied_group);
+    free(c->params[i].holders);
+  }
+  prt_group_free(c->world_group), prt_group_free(c->tp_group), prt_group_free(c->dp_group);
+  prt_store_close(c->store);
+  free(c->arena), free(c->corpus), free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c);
+  g_ctx = NULL;
+  return 0;
+}
