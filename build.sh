@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # build.sh — the two commands of the README.
 #
-#   ./build.sh demo   install what is missing, build pipec, compile the models
-#                     and show what pipec makes of the tiny GPT-2
+#   ./build.sh demo   install what is missing, build pipec, check the models,
+#                     show what pipec makes of the tiny GPT-2, compile it to
+#                     stage programs and train it on 4 CPU ranks (mpirun)
 #   ./build.sh test   install what is missing, then build and pass the whole
 #                     test suite: a -Werror build, an ASan+UBSan build, and
 #                     the front-end fuzzer (clang's libFuzzer) for a bounded time
@@ -57,6 +58,13 @@ case "${1:-}" in
     build/pipec --schedule-grid models/gpt2.pipe
     build/pipec --schedule-svg build/gpt2-schedule.svg models/gpt2.pipe
     echo "(also drawn in build/gpt2-schedule.svg)"
+    echo
+    echo "== compile the tiny GPT-2 into stage programs (build/pipec models/gpt2-tiny.pipe -o build/gpt2-tiny)"
+    build/pipec models/gpt2-tiny.pipe -o build/gpt2-tiny
+    echo
+    echo "== train it on 4 CPU ranks, pp 2 x tp 2 (mpirun -np 4 build/gpt2-tiny/launch)"
+    [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    mpirun -np 4 --oversubscribe --bind-to none build/gpt2-tiny/launch
     ;;
   test)
     install_missing
@@ -65,7 +73,7 @@ case "${1:-}" in
     (cd build && ctest --output-on-failure -j "$jobs")
     echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
     configure_build build-asan -DPIPEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs" -LE cuda)
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs" -LE "cuda|stage")
     echo "== front-end fuzzing (libFuzzer + ASan + UBSan)"
     CC=clang configure_build build-fuzz -DPIPEC_FUZZ=ON -DPIPEC_SANITIZE=ON
     (cd build-fuzz && ctest --output-on-failure -R fuzz)
