@@ -1,7 +1,7 @@
 #!/bin/sh
-# emit_kernels.sh PIPEC SRC OUTDIR — `pipec --emit kernels` for GPT-2 small,
-# GPT-2 medium, PyTorch's tutorial model and the tiny GPT-2 (tp = 2 with a
-# vocabulary-parallel head): the CUDA C is written, NVRTC
+# emit_kernels.sh PIPEC SRC OUTDIR — `pipec -o DIR --emit kernels` for GPT-2
+# small, GPT-2 medium, PyTorch's tutorial model and the tiny GPT-2 (tp = 2
+# with a vocabulary-parallel head): each stage's CUDA C is written, NVRTC
 # compiles it for sm_80 and sm_90 (cubins: ELF files for the CUDA machine)
 # and to PTX for compute_90 (with an .entry per kernel). A second run is
 # served by the cache.
@@ -14,19 +14,25 @@ mkdir -p "$out"
 export PIPEC_CACHE_DIR="$out/cache"
 rm -rf "$PIPEC_CACHE_DIR"
 for m in gpt2 gpt2-medium pipelining-tutorial gpt2-tiny; do
-  log=$("$pipec" --emit kernels "$out" "$src/models/$m.pipe" 2>&1) || { bad "$m: pipec failed"; echo "$log"; continue; }
-  name=$(printf '%s\n' "$log" | sed -n 's|.*/\([A-Za-z0-9_]*\)\.cu: .*|\1|p')
-  wrappers=$(grep -c '^extern "C" __global__' "$out/$name.cu")
-  [ "$wrappers" -gt 5 ] && ok "$m: $wrappers kernels in $name.cu" || bad "$m: $wrappers kernels"
-  for arch in sm_80 sm_90; do
-    f="$out/$name.$arch.cubin"
-    if [ -f "$f" ] && [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = "177ELF" ]; then ok "$m: $arch cubin"; else bad "$m: $arch cubin"; fi
+  d=$out/$m
+  log=$("$pipec" "$src/models/$m.pipe" -o "$d" --emit kernels 2>&1) || { bad "$m: pipec failed"; echo "$log"; continue; }
+  stages=0 total=0
+  for cu in "$d"/*.kernels.cu; do
+    st=${cu%.kernels.cu}
+    stages=$((stages + 1))
+    wrappers=$(grep -c '^extern "C" __global__' "$cu")
+    total=$((total + wrappers))
+    for arch in sm_80 sm_90; do
+      f="$st.kernels.$arch.cubin"
+      [ -f "$f" ] && [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = "177ELF" ] || bad "$m: $(basename "$st") $arch cubin"
+    done
+    entries=$(grep -c '^\.\(visible \)*\.*entry pipec_' "$st.kernels.compute_90.ptx")
+    [ "$entries" -ge "$wrappers" ] || bad "$m: $(basename "$st") PTX has $entries entries for $wrappers kernels"
   done
-  entries=$(grep -c '^\.\(visible \)*\.*entry pipec_' "$out/$name.compute_90.ptx")
-  [ "$entries" -ge "$wrappers" ] && ok "$m: PTX has $entries entries" || bad "$m: PTX has $entries entries for $wrappers kernels"
-  again=$("$pipec" --emit kernels "$out" "$src/models/$m.pipe" 2>&1)
+  [ "$stages" -ge 1 ] && [ "$total" -gt 5 ] && ok "$m: $total kernels over $stages stages, cubins and PTX" || bad "$m: $total kernels in $stages stages"
+  again=$("$pipec" "$src/models/$m.pipe" -o "$d" --emit kernels 2>&1)
   hits=$(printf '%s\n' "$again" | grep -c "from the cache")
-  [ "$hits" -eq 3 ] && ok "$m: rebuilt from the cache" || bad "$m: $hits of 3 from the cache"
+  [ "$hits" -eq $((3 * stages)) ] && ok "$m: rebuilt from the cache" || bad "$m: $hits of $((3 * stages)) from the cache"
 done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
