@@ -15,4 +15,4 @@ t() { s=$(date +%s%N); "$pipec" "$work/gpt2-pp4.pipe" -o "$work/out" >"$work/log
 cold=$(t)
 warm=$(t)
 echo "| gpt2, pp 4, cold (empty NVRTC cache, empty output) | $cold s |"
-echo "| gpt2, pp 4, warm (unchanged: $(sed -n 's/.*(\([0-9]* of [0-9]* stages\) rebuilt).*/\1/p' "$work/log") rebuilt) | $warm s |"
+echo "| gpt2, pp 4, warm (unchanged: $(sed -n 's/.*; \([0-9]* of [0-9]* stages\) rebuilt.*/\1/p' "$work/log") rebuilt) | $warm s |"
