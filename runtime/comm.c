@@ -55,10 +55,10 @@
  * move on every channel, check the awaited condition, spin briefly, then
  * set the sleeping flag and block in poll() on all sockets for at most
  * 100 ms; a peer that changes shared state this rank may wait on sends a
- * KICK frame when it sees the flag. With more ranks on the host than CPUs
- * there is no spinning, and kicks are held back until the kicking rank
- * waits itself (a woken rank would otherwise take the CPU from the rank
- * doing the work just to find one small step ready). A socket that closes
+ * KICK frame when it sees the flag. With more ranks on the host than CPUs,
+ * kicks are held back until the kicking rank waits itself (a woken rank
+ * would otherwise take the CPU from the rank doing the work just to find
+ * one small step ready). A socket that closes
  * without BYE is a lost rank; no progress for timeout_s is a timeout, and
  * the rank to blame is found by following the chain of "who are you
  * waiting for" questions (WAITQ/WAITR frames) to a rank that does not
@@ -93,12 +93,16 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Constants and wire formats                                          */
 
 #define FRAME_MAX (256u << 10)       /* payload per DATA frame on a socket */
-#define PIECE_BYTES (512u << 10)     /* message algorithms: bytes per piece */
+#define PIECE_BYTES (256u << 10)     /* message algorithms: bytes per piece */
+#define RS_WINDOW 3                  /* reduce-scatter rounds whose receives are posted ahead */
 #define SOCK_IBUF (64u << 10)        /* socket read-ahead buffer */
 #define SLEEP_MS 100                 /* longest single poll() while waiting */
 #define SEG_MAGIC 0x314d4d4f43455050ull /* "PPECOMM1" */
@@ -206,7 +210,7 @@ typedef struct Chan {
   int waitr_val;
 } Chan;
 
-enum { OP_NONE, OP_INIT, OP_SEND, OP_RECV, OP_ALLREDUCE, OP_BCAST, OP_BARRIER, OP_FINALIZE, OP_WAITQ };
+enum { OP_NONE, OP_INIT, OP_SEND, OP_RECV, OP_ALLREDUCE, OP_BCAST, OP_BARRIER, OP_FINALIZE };
 
 struct PrtGroup {
   PrtComm *c;
@@ -248,10 +252,8 @@ struct PrtComm {
   int *kick_list;
   /* PIPEC_COMM_STATS=1: counters printed by prt_comm_finalize */
   int stats;
-  uint64_t n_sleep, n_sleep_full, n_kick_tx, n_kick_rx, n_yield;
+  uint64_t n_sleep, n_sleep_full, n_kick_tx, n_kick_rx, n_yield, n_ux, ux_bytes;
 };
-
-static PrtComm *g_comm; /* for the exit path */
 
 static double now_s(void) {
   struct timespec t;
@@ -260,6 +262,48 @@ static double now_s(void) {
 }
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+#define NT_MIN_TOTAL (4u << 20) /* collectives this large write results with non-temporal stores */
+static int g_nt_copy = -1;
+
+static int nt_for(size_t total_bytes) {
+  if (g_nt_copy < 0) {
+    const char *e = getenv("PIPEC_COMM_NT");
+    g_nt_copy = e && *e ? atoi(e) != 0 : 1;
+  }
+  return g_nt_copy && total_bytes >= NT_MIN_TOTAL;
+}
+
+/* memcpy for results going to the user's buffer. nt: with SSE2,
+ * non-temporal stores, for large collectives: no read of the destination
+ * lines and no eviction of the staging slots that the other ranks read
+ * (the copy is bound by memory bandwidth, and a buffer this large is not in
+ * cache when the caller reads it anyway). */
+static void copy_out(void *dst, const void *src, size_t n, int nt) {
+#if defined(__SSE2__)
+  if (nt && n >= 4096) {
+    uint8_t *d = dst;
+    const uint8_t *s = src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    memcpy(d, s, head);
+    d += head, s += head, n -= head;
+    size_t body = n & ~(size_t)63;
+    for (size_t i = 0; i < body; i += 64) {
+      __m128i a = _mm_loadu_si128((const __m128i *)(s + i)), b = _mm_loadu_si128((const __m128i *)(s + i + 16)),
+              c = _mm_loadu_si128((const __m128i *)(s + i + 32)), e = _mm_loadu_si128((const __m128i *)(s + i + 48));
+      _mm_stream_si128((__m128i *)(d + i), a);
+      _mm_stream_si128((__m128i *)(d + i + 16), b);
+      _mm_stream_si128((__m128i *)(d + i + 32), c);
+      _mm_stream_si128((__m128i *)(d + i + 48), e);
+    }
+    memcpy(d + body, s + body, n - body);
+    return;
+  }
+#else
+  (void)nt;
+#endif
+  memcpy(dst, src, n);
+}
 
 /* ------------------------------------------------------------------ */
 /* Describing the current operation                                   */
@@ -828,6 +872,8 @@ static void msg_begin(PrtComm *c, int peer, uint64_t key, size_t total) {
   if (!u || !u->buf) die_error(c, "out of memory buffering a %zu-byte message from rank %d", total, peer);
   u->key = key;
   u->total = total;
+  c->n_ux++;
+  c->ux_bytes += total;
   if (ch->ux_tail)
     ch->ux_tail->next = u;
   else
@@ -1213,7 +1259,7 @@ static void *scratch(PrtComm *c, size_t bytes) {
  * sources (each block is summed into t before anything is written). */
 #define SUM_BLOCK 1024
 #define DEFINE_SUM(NAME, T)                                                                                            \
-  static void NAME(T *dst1, T *dst2, const T *const *src, int g, size_t len) {                                       \
+  static void NAME(T *dst1, T *dst2, const T *const *src, int g, size_t len, int nt) {                               \
     T t[SUM_BLOCK];                                                                                                    \
     for (size_t o = 0; o < len; o += SUM_BLOCK) {                                                                      \
       size_t m = min_sz(SUM_BLOCK, len - o);                                                                           \
@@ -1236,18 +1282,18 @@ static void *scratch(PrtComm *c, size_t bytes) {
         const T *x = src[j] + o;                                                                                       \
         for (size_t i = 0; i < m; i++) t[i] += x[i];                                                                   \
       }                                                                                                                \
-      memcpy(dst1 + o, t, m * sizeof(T));                                                                              \
+      copy_out(dst1 + o, t, m * sizeof(T), nt);                                                                        \
       if (dst2) memcpy(dst2 + o, t, m * sizeof(T));                                                                    \
     }                                                                                                                  \
   }
 DEFINE_SUM(sum_f32, float)
 DEFINE_SUM(sum_f64, double)
 
-static void sum_any(size_t esz, void *dst1, void *dst2, const void *const *src, int g, size_t len) {
+static void sum_any(size_t esz, void *dst1, void *dst2, const void *const *src, int g, size_t len, int nt) {
   if (esz == sizeof(float))
-    sum_f32(dst1, dst2, (const float *const *)src, g, len);
+    sum_f32(dst1, dst2, (const float *const *)src, g, len, nt);
   else
-    sum_f64(dst1, dst2, (const double *const *)src, g, len);
+    sum_f64(dst1, dst2, (const double *const *)src, g, len, nt);
 }
 
 /* ---- shared-memory collectives ---- */
@@ -1356,6 +1402,7 @@ static void shm_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
   uint8_t *b = vbuf;
   size_t slot_bytes = group_stage_bytes(g) / NSLOT;
   size_t E = slot_bytes / esz;
+  int nt = nt_for(n * esz);
   Others o;
   others_of(g, &o);
   const void *src_s[16];
@@ -1381,7 +1428,7 @@ static void shm_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
       size_t lo = m * (size_t)me / (size_t)G, hi = m * (size_t)(me + 1) / (size_t)G;
       uint8_t *mine = b + (c0 + lo) * esz;
       for (int j = 0; j < G; j++) src[j] = j == me ? (const void *)mine : (const void *)(SLOT(j, a.k2) + lo * esz);
-      sum_any(esz, mine, SLOT(me, a.k2) + lo * esz, src, G, hi - lo);
+      sum_any(esz, mine, SLOT(me, a.k2) + lo * esz, src, G, hi - lo, nt);
       shm_signal_all(g, SIG_SUMMED);
       a.k2++;
       did = 1;
@@ -1392,7 +1439,7 @@ static void shm_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
       for (int d = 1; d < G; d++) {
         int j = (me + d) % G;
         size_t jl = m * (size_t)j / (size_t)G, jh = m * (size_t)(j + 1) / (size_t)G;
-        memcpy(b + (c0 + jl) * esz, SLOT(j, a.k3) + jl * esz, (jh - jl) * esz);
+        copy_out(b + (c0 + jl) * esz, SLOT(j, a.k3) + jl * esz, (jh - jl) * esz, nt);
       }
       shm_signal_all(g, SIG_COPIED);
       a.k3++;
@@ -1414,6 +1461,9 @@ static void shm_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
   }
 #undef CHUNK
 #undef SLOT
+#if defined(__SSE2__)
+  _mm_sfence(); /* the non-temporal stores are ordered before anything after the call */
+#endif
   for (int i = 0; i < o.n; i++)
     for (int t = SIG_STAGED; t <= SIG_COPIED; t++) c->ch[o.r[i]].sigexp[t] += a.nch;
   if (src != src_s) free(src);
@@ -1427,6 +1477,7 @@ static void shm_broadcast(PrtGroup *g, int root, void *vbuf, size_t bytes) {
   uint8_t *b = vbuf;
   size_t E = group_stage_bytes(g) / 2;
   int rootw = g->ranks[root];
+  int nt = nt_for(bytes);
   Others o;
   others_of(g, &o);
   size_t k = 0;
@@ -1441,10 +1492,13 @@ static void shm_broadcast(PrtGroup *g, int root, void *vbuf, size_t bytes) {
     SegHdr *rs = seg_of(c, rootw);
     for (size_t c0 = 0; c0 < bytes; c0 += E, k++) {
       shm_expect(c, &rootw, 1, SIG_SYNC);
-      memcpy(b + c0, stage_base(rs) + (k & 1) * E, min_sz(E, bytes - c0));
+      copy_out(b + c0, stage_base(rs) + (k & 1) * E, min_sz(E, bytes - c0), nt);
       atomic_fetch_add(&sig_slot(rs, SIG_SYNC, c->me)->v, 1);
       kick(c, rootw);
     }
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
   }
   others_free(&o);
 }
@@ -1470,53 +1524,59 @@ static void msg_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
   for (int s = 0; s < G; s++) maxseg = seg_lo[s + 1] - seg_lo[s] > maxseg ? seg_lo[s + 1] - seg_lo[s] : maxseg;
   size_t rounds = (maxseg + P - 1) / P;
   size_t mylen = seg_lo[me + 1] - seg_lo[me];
-  uint8_t *tmp = scratch(c, 2 * (size_t)G * P * esz);
+  uint8_t *tmp = scratch(c, RS_WINDOW * (size_t)G * P * esz);
   Req *rq = calloc((size_t)G * (2 + 2 * rounds) + 2, sizeof(Req));
   Req **wl = calloc((size_t)G * (2 + 2 * rounds) + 2, sizeof(Req *));
   if (!rq || !wl) die_error(c, "out of memory");
   int nrq = 0;
   /* piece c of segment s: [seg_lo[s] + c*P, min(seg_hi, +P)) */
 #define PIECE_LEN(s, r) (seg_lo[(s) + 1] - seg_lo[(s)] > (r) * P ? min_sz(P, seg_lo[(s) + 1] - seg_lo[(s)] - (r) * P) : 0)
-  Req **recv_of = calloc((size_t)G * 2, sizeof(Req *)); /* [parity][member] */
+  Req **recv_of = calloc((size_t)G * RS_WINDOW, sizeof(Req *)); /* [round % RS_WINDOW][member] */
   if (!recv_of) die_error(c, "out of memory");
-  for (size_t r = 0; r <= rounds; r++) {
-    /* post the receives of round r (into tmp[r&1]) before summing round r-1 */
-    if (r < rounds && PIECE_LEN(me, r) > 0) {
-      for (int j = 0; j < G; j++) {
-        if (j == me) continue;
-        Req *q = &rq[nrq++];
-        post_recv(c, q, g->ranks[j], coll_key(g, 1, (unsigned)r), tmp + ((r & 1) * (size_t)G + (size_t)j) * P * esz,
-                  PIECE_LEN(me, r) * esz);
-        recv_of[(r & 1) * (size_t)G + (size_t)j] = q;
-      }
-    }
-    if (r < rounds) {
-      for (int d = 1; d < G; d++) {
-        int s = (me + d) % G;
-        size_t len = PIECE_LEN(s, r);
-        if (!len) continue;
-        post_send(c, &rq[nrq++], g->ranks[s], coll_key(g, 1, (unsigned)r), b + (seg_lo[s] + r * P) * esz, len * esz);
-      }
-    }
-    if (r >= 1 && PIECE_LEN(me, r - 1) > 0) {
-      size_t pr = r - 1, len = PIECE_LEN(me, pr);
-      int nw = 0;
-      for (int j = 0; j < G; j++)
-        if (j != me) wl[nw++] = recv_of[(pr & 1) * (size_t)G + (size_t)j];
-      c->op = OP_ALLREDUCE;
-      wait_reqs(c, wl, nw);
-      const void *src[G];
-      uint8_t *mine = b + (seg_lo[me] + pr * P) * esz;
-      for (int j = 0; j < G; j++) src[j] = j == me ? (const void *)mine : (const void *)(tmp + ((pr & 1) * (size_t)G + (size_t)j) * P * esz);
-      sum_any(esz, mine, NULL, src, G, len);
-    }
-  }
-  /* all-gather: every member's summed segment to everyone */
+  /* The all-gather receives go straight into the other members' slices, so
+   * post them first: member j sends its summed slice only after it has
+   * received every member's pieces of that slice, i.e. after our sends from
+   * that region have completed. */
   for (int d = 1; d < G; d++) {
     int j = (me - d + G) % G;
     size_t len = seg_lo[j + 1] - seg_lo[j];
     if (len) post_recv(c, &rq[nrq++], g->ranks[j], coll_key(g, 2, 0), b + seg_lo[j] * esz, len * esz);
   }
+  /* Receives are posted RS_WINDOW rounds ahead (peers run up to about two
+   * rounds ahead of us; a piece whose receive is not posted yet would be
+   * buffered and copied once more). Round r's pieces land in tmp slot r % RS_WINDOW. */
+#define TMP(r, j) (tmp + (((r) % RS_WINDOW) * (size_t)G + (size_t)(j)) * P * esz)
+  for (size_t r = 0; r < rounds + RS_WINDOW; r++) {
+    size_t pr = r; /* post receives of round pr */
+    if (pr < rounds && PIECE_LEN(me, pr) > 0)
+      for (int j = 0; j < G; j++) {
+        if (j == me) continue;
+        Req *q = &rq[nrq++];
+        post_recv(c, q, g->ranks[j], coll_key(g, 1, (unsigned)pr), TMP(pr, j), PIECE_LEN(me, pr) * esz);
+        recv_of[(pr % RS_WINDOW) * (size_t)G + (size_t)j] = q;
+      }
+    if (r + 1 < RS_WINDOW) continue; /* fill the window first */
+    size_t sr = r + 1 - RS_WINDOW; /* the round to send and sum */
+    if (sr >= rounds) continue;
+    for (int d = 1; d < G; d++) {
+      int s = (me + d) % G;
+      size_t len = PIECE_LEN(s, sr);
+      if (!len) continue;
+      post_send(c, &rq[nrq++], g->ranks[s], coll_key(g, 1, (unsigned)sr), b + (seg_lo[s] + sr * P) * esz, len * esz);
+    }
+    size_t len = PIECE_LEN(me, sr);
+    if (!len) continue;
+    int nw = 0;
+    for (int j = 0; j < G; j++)
+      if (j != me) wl[nw++] = recv_of[(sr % RS_WINDOW) * (size_t)G + (size_t)j];
+    wait_reqs(c, wl, nw);
+    const void *src[G];
+    uint8_t *mine = b + (seg_lo[me] + sr * P) * esz;
+    for (int j = 0; j < G; j++) src[j] = j == me ? (const void *)mine : (const void *)TMP(sr, j);
+    sum_any(esz, mine, NULL, src, G, len, 0);
+  }
+#undef TMP
+  /* all-gather: this member's summed segment to everyone */
   for (int d = 1; d < G; d++) {
     int s = (me + d) % G;
     if (mylen) post_send(c, &rq[nrq++], g->ranks[s], coll_key(g, 2, 0), b + seg_lo[me] * esz, mylen * esz);
@@ -1754,6 +1814,45 @@ static uint64_t env_kib(const char *name, uint64_t dflt) {
   return p;
 }
 
+/* From creating this rank's segment until its name is unlinked (while init
+ * waits for the others in the store), a launcher's SIGTERM/SIGINT/SIGHUP
+ * would leave the name in /dev/shm: a handler unlinks it (unlink(2) is
+ * async-signal-safe), puts the previous disposition back and re-raises. */
+static char g_shm_path[128];
+static const int g_guard_sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+static struct sigaction g_guard_old[3];
+static int g_guard_on;
+
+static void shm_guard_handler(int sig) {
+  if (g_shm_path[0]) unlink(g_shm_path);
+  for (int i = 0; i < 3; i++)
+    if (g_guard_sigs[i] == sig) sigaction(sig, &g_guard_old[i], NULL);
+  raise(sig);
+}
+
+static void shm_guard(const char *name) {
+  snprintf(g_shm_path, sizeof g_shm_path, "/dev/shm%s", name);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = shm_guard_handler;
+  sigemptyset(&sa.sa_mask);
+  for (int i = 0; i < 3; i++) sigaction(g_guard_sigs[i], &sa, &g_guard_old[i]);
+  g_guard_on = 1;
+}
+
+static void shm_unguard(void) {
+  if (!g_guard_on) return;
+  for (int i = 0; i < 3; i++) sigaction(g_guard_sigs[i], &g_guard_old[i], NULL);
+  g_guard_on = 0;
+  g_shm_path[0] = 0;
+}
+
+static void unlink_segment(PrtComm *c) {
+  if (c->shm_name[0]) shm_unlink(c->shm_name);
+  c->shm_name[0] = 0;
+  shm_unguard();
+}
+
 /* Creates and maps this rank's segment; 0 on success. */
 static int create_segment(PrtComm *c, int nlocal, uint64_t nonce) {
   uint64_t ring = env_kib("PIPEC_COMM_RING_KB", 1ull << 20), stage = env_kib("PIPEC_COMM_STAGE_KB", 2ull << 20);
@@ -1768,22 +1867,22 @@ static int create_segment(PrtComm *c, int nlocal, uint64_t nonce) {
     stage /= 2;
   }
   snprintf(c->shm_name, sizeof c->shm_name, "/pipec-%d-r%d-%016llx", (int)getpid(), c->me, (unsigned long long)nonce);
+  shm_guard(c->shm_name);
   int fd = shm_open(c->shm_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) {
     c->shm_name[0] = 0;
+    shm_unguard();
     return -1;
   }
   if (ftruncate(fd, (off_t)total) != 0 || posix_fallocate(fd, 0, (off_t)total) != 0) {
     close(fd);
-    shm_unlink(c->shm_name);
-    c->shm_name[0] = 0;
+    unlink_segment(c);
     return -1;
   }
   void *p = mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (p == MAP_FAILED) {
-    shm_unlink(c->shm_name);
-    c->shm_name[0] = 0;
+    unlink_segment(c);
     return -1;
   }
   SegHdr *s = p;
@@ -1845,7 +1944,7 @@ static void comm_free(PrtComm *c) {
       }
     }
   }
-  if (c->shm_name[0]) shm_unlink(c->shm_name);
+  unlink_segment(c);
   if (c->seg) munmap(c->seg, c->seg_size);
   prt_group_free(c->world_group);
   free(c->ch);
@@ -1855,7 +1954,6 @@ static void comm_free(PrtComm *c) {
   free(c->kick_pending);
   free(c->kick_list);
   free(c->scratch);
-  if (g_comm == c) g_comm = NULL;
   free(c);
 }
 
@@ -1963,13 +2061,14 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
   int nlocal = 0;
   for (int p = 0; p < world; p++) lidx[p] = strcmp(pa[p].host, host) == 0 ? nlocal++ : -1;
   {
-    /* more ranks here than CPUs to run them: waiting ranks give the CPU
-     * away at once, and wake-ups wait until the waker waits (see kick) */
+    /* more ranks here than CPUs to run them: wake-ups wait until the waker
+     * waits itself (see kick). Spinning yields the CPU (sched_yield), which
+     * measured better than sleeping at once even when oversubscribed. */
     cpu_set_t cs;
     int ncpu = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs) : (int)sysconf(_SC_NPROCESSORS_ONLN);
     int oversub = ncpu > 0 && nlocal > ncpu;
     const char *sp = getenv("PIPEC_COMM_SPIN_US"), *dk = getenv("PIPEC_COMM_DEFER_KICKS");
-    c->spin_s = (sp && *sp ? atof(sp) : oversub ? 0 : 50) * 1e-6;
+    c->spin_s = (sp && *sp ? atof(sp) : 50) * 1e-6;
     c->defer_kicks = dk && *dk ? atoi(dk) != 0 : oversub;
   }
   if (nlocal > 1) {
@@ -2008,10 +2107,7 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
       free(v);
     }
     /* every local peer has mapped this segment (or given up): no name left behind */
-    if (c->shm_name[0]) {
-      shm_unlink(c->shm_name);
-      c->shm_name[0] = 0;
-    }
+    unlink_segment(c);
     if (all) {
       c->host_shm = 1;
       for (int p = 0; p < world; p++) {
@@ -2133,7 +2229,6 @@ done:
       return NULL;
     }
     for (int p = 0; p < world; p++) all[p] = p;
-    g_comm = c;
     c->world_group = prt_group_new(c, all, world);
     free(all);
   }
@@ -2161,9 +2256,10 @@ int prt_comm_finalize(PrtComm *c) {
       if (p != c->me && c->ch[p].shm) o += (size_t)snprintf(shm + o, sizeof shm - o, "%s%d", o ? "," : "", p);
     fprintf(stderr,
             "pipec: rank %d: comm stats: shared memory with [%s], TCP with %d; %llu sleeps (%llu ran out), %llu yields, kicks "
-            "%llu sent %llu received\n",
+            "%llu sent %llu received, %llu messages (%.1f MiB) arrived before their receive\n",
             c->me, shm, c->ntcp, (unsigned long long)c->n_sleep, (unsigned long long)c->n_sleep_full,
-            (unsigned long long)c->n_yield, (unsigned long long)c->n_kick_tx, (unsigned long long)c->n_kick_rx);
+            (unsigned long long)c->n_yield, (unsigned long long)c->n_kick_tx, (unsigned long long)c->n_kick_rx,
+            (unsigned long long)c->n_ux, (double)c->ux_bytes / 1048576.0);
   }
   c->op = OP_FINALIZE;
   for (int p = 0; p < c->world; p++)

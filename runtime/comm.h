@@ -51,10 +51,11 @@
  *   PIPEC_COMM_HOST=name    the host name this rank reports (default: gethostname)
  *   PIPEC_COMM_RING_KB      shared-memory ring per peer (default 1024)
  *   PIPEC_COMM_STAGE_KB     shared-memory staging per rank for collectives (default 2048)
- *   PIPEC_COMM_SPIN_US      spin before sleeping in poll() (default 50, 0 with
- *                           more ranks on the host than CPUs)
+ *   PIPEC_COMM_SPIN_US      spin (yielding the CPU) before sleeping in poll() (default 50)
  *   PIPEC_COMM_DEFER_KICKS  1: wake sleeping peers only when about to wait
  *                           (default: 1 with more ranks than CPUs)
+ *   PIPEC_COMM_NT=0         large collectives write results with ordinary stores
+ *                           (default: non-temporal stores from 4 MiB up)
  *   PIPEC_COMM_STATS=1      prt_comm_finalize prints transport counters
  */
 #ifndef PIPEC_RT_COMM_H

@@ -35,6 +35,8 @@ add_test(NAME comm-kill-tcp COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FI
 add_test(NAME comm-hang COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> hang 4)
 add_test(NAME comm-abort COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> abort 4)
 add_test(NAME comm-mismatch COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> mismatch 2)
-list(APPEND PIPEC_COMM_TESTS comm-kill comm-kill-tcp comm-hang comm-abort comm-mismatch)
+# shared memory is not left behind when init is interrupted (SIGTERM) or times out
+add_test(NAME comm-term-init COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> term-init 4)
+list(APPEND PIPEC_COMM_TESTS comm-kill comm-kill-tcp comm-hang comm-abort comm-mismatch comm-term-init)
 
 set_tests_properties(${PIPEC_COMM_TESTS} PROPERTIES LABELS runtime TIMEOUT 120)

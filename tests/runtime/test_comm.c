@@ -11,6 +11,10 @@
  *   comm_ranks abort        rank 1 calls prt_comm_abort while the others loop
  *   comm_ranks mismatch     rank 0 sends 100 bytes with tag 5, rank 1
  *                           receives 200: a fatal size mismatch
+ *   comm_ranks stall-init   (run by one rank, the others run `all`) only
+ *                           publishes an address record, as prt_comm_init
+ *                           would, then sleeps: the others wait in init
+ *                           with their shared memory created
  *
  * The rank, world and store come from the launcher's environment
  * (prt_env_read); rank 0 serves the store unless a torchrun agent does.
@@ -109,7 +113,8 @@ static int orders_differ_checked; /* some test showed a different order gives di
 
 static void check_allreduce_f32(PrtGroup *g, const int *ranks, size_t n, uint64_t seed, const char *what) {
   int G = prt_group_size(g), me = prt_group_rank(g);
-  float *x = malloc((n ? n : 1) * sizeof(float));
+  /* odd sizes use a buffer that is not 16-byte aligned */
+  float *mem = malloc((n + 1) * sizeof(float)), *x = mem + (n & 1);
   for (size_t e = 0; e < n; e++) x[e] = (float)gen(ranks[me], seed, e);
   prt_allreduce_sum(g, x, n);
   size_t differ = 0;
@@ -123,7 +128,7 @@ static void check_allreduce_f32(PrtGroup *g, const int *ranks, size_t n, uint64_
   }
   if (differ) orders_differ_checked = 1;
   same_everywhere(g, fnv(x, n * sizeof(float)), what);
-  free(x);
+  free(mem);
 }
 
 static void check_allreduce_f64(PrtGroup *g, const int *ranks, size_t n, uint64_t seed, const char *what) {
@@ -238,9 +243,11 @@ static void test_large_exchange(void) {
 }
 
 static void test_world_allreduce(PrtGroup *world, const int *wr) {
-  size_t sizes[] = {0, 1, 2, 3, (size_t)W - 1, (size_t)W, (size_t)W + 1, 1000, 4099, 65537, 262144 * 2 + 3, 3 * 262144 + 17};
+  /* sizes around the group size, several staging chunks, and past 4 MiB (results written with non-temporal stores) */
+  size_t sizes[] = {0, 1, 2, 3, (size_t)W - 1, (size_t)W, (size_t)W + 1, 1000, 4099, 65537, 262144 * 2 + 3, 3 * 262144 + 17,
+                    (5u << 18) + 3};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) check_allreduce_f32(world, wr, sizes[i], 100 + i, "world allreduce");
-  size_t dsz[] = {0, 1, 5, 100003, 200007};
+  size_t dsz[] = {0, 1, 5, 100003, 200007, (5u << 17) + 1};
   for (size_t i = 0; i < sizeof dsz / sizeof dsz[0]; i++) check_allreduce_f64(world, wr, dsz[i], 200 + i, "world allreduce");
 }
 
@@ -289,7 +296,7 @@ static void test_broadcast(PrtGroup *world, const int *wr) {
     check_broadcast(world, wr, root, 1, "broadcast");
     check_broadcast(world, wr, root, 12345 + (size_t)root, "broadcast");
   }
-  check_broadcast(world, wr, W - 1, (3u << 20) + 5, "large broadcast");
+  check_broadcast(world, wr, W - 1, (5u << 20) + 5, "large broadcast");
 }
 
 static void test_barrier(PrtGroup *world) {
@@ -367,6 +374,14 @@ int main(int argc, char **argv) {
   }
   char prefix[300];
   snprintf(prefix, sizeof prefix, "%s/%d", env.run_id, env.restart);
+  if (!strcmp(mode, "stall-init")) {
+    char key[400], rec[200];
+    snprintf(key, sizeof key, "%s/comm/addr/%d", prefix, R);
+    int n = snprintf(rec, sizeof rec, "pipec1 %s 1 %d 0000000000000001 -", getenv("PIPEC_COMM_HOST") ? getenv("PIPEC_COMM_HOST") : "stall", (int)getpid());
+    if (prt_store_set(st, key, rec, (size_t)n, err, sizeof err) != 0) return 1;
+    sleep(60);
+    return 1;
+  }
   C = prt_comm_init(st, prefix, R, W, env.timeout_s, err, sizeof err);
   if (!C) {
     fprintf(stderr, "comm_ranks: rank %d: %s\n", R, err);
