@@ -7,36 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/xalloc.h"
+
 #define CACHE_SLOTS 65536 /* encode cache: direct-mapped, pieces up to CACHE_MAX_PIECE bytes */
 #define CACHE_MAX_PIECE 256
 
 /* ------------------------------------------------------------ utilities */
-
-static void *bpe_alloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
-
-static void *bpe_grow(void *p, size_t n, size_t size) {
-  p = realloc(p, (n ? n : 1) * size);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
-
-__attribute__((format(printf, 3, 4))) static void bpe_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static uint64_t hash_bytes(const unsigned char *s, size_t n) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -86,13 +62,13 @@ static size_t utf8_encode(char *d, uint32_t cp) {
 static char *read_file(const char *path, size_t *len, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
-    bpe_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
   size_t cap = 1 << 16, n = 0;
-  char *buf = bpe_alloc(cap, 1);
+  char *buf = xcalloc(cap, 1);
   for (;;) {
-    if (n == cap) buf = bpe_grow(buf, cap *= 2, 1);
+    if (n == cap) buf = xrealloc(buf, cap *= 2, 1);
     size_t k = fread(buf + n, 1, cap - n, f);
     n += k;
     if (k == 0) break;
@@ -100,7 +76,7 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen) 
   int bad = ferror(f);
   fclose(f);
   if (bad) {
-    bpe_err(err, errlen, "%s: read error", path);
+    errf(err, errlen, "%s: read error", path);
     free(buf);
     return NULL;
   }
@@ -238,7 +214,7 @@ __attribute__((format(printf, 2, 3))) static int jfail(JParser *j, const char *f
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  bpe_err(j->err, j->errlen, "%s:%zu:%zu: %s", j->file, line, col, what);
+  errf(j->err, j->errlen, "%s:%zu:%zu: %s", j->file, line, col, what);
   return -1;
 }
 
@@ -268,7 +244,7 @@ static int jtoken(JParser *j, char **out, uint32_t *outlen) {
   if (jpeek(j) != '"') return jfail(j, "expected a string");
   size_t end = ++j->i, k = 0;
   while (end < j->n && j->s[end] != '"') end += j->s[end] == '\\' ? 2 : 1;
-  char *d = bpe_alloc(end - j->i + 1, 1); /* bytes: never more than the source's */
+  char *d = xcalloc(end - j->i + 1, 1); /* bytes: never more than the source's */
   for (;;) {
     if (j->i >= j->n) return free(d), jfail(j, "unterminated string");
     size_t at = j->i;
@@ -340,7 +316,7 @@ static int load_encoder(Bpe *b, const char *path, char *err, size_t errlen) {
   if (jpeek(&j) == '}') j.i++;
   else
     for (;;) {
-      if (np == cap) p = bpe_grow(p, cap = cap ? 2 * cap : 1024, sizeof *p);
+      if (np == cap) p = xrealloc(p, cap = cap ? 2 * cap : 1024, sizeof *p);
       Pending *e = &p[np];
       jpeek(&j);
       e->pos = j.i;
@@ -390,16 +366,16 @@ static int load_encoder(Bpe *b, const char *path, char *err, size_t errlen) {
     goto out;
   }
   if (!np) {
-    bpe_err(err, errlen, "%s: no tokens", path);
+    errf(err, errlen, "%s: no tokens", path);
     goto out;
   }
   /* ids 0..N-1, each once; keys once each */
   b->ntok = (int)np;
-  b->tok = bpe_alloc(np, sizeof *b->tok);
+  b->tok = xcalloc(np, sizeof *b->tok);
   uint32_t slots = 1;
   while (slots < 2 * np) slots *= 2;
   b->tok_mask = slots - 1;
-  b->tok_hash = bpe_alloc(slots, sizeof *b->tok_hash);
+  b->tok_hash = xcalloc(slots, sizeof *b->tok_hash);
   memset(b->tok_hash, 0xFF, slots * sizeof *b->tok_hash);
   char s1[128], s2[128];
   for (size_t k = 0; k < np; k++) {
@@ -428,7 +404,7 @@ static int load_encoder(Bpe *b, const char *path, char *err, size_t errlen) {
     char byte = (char)c;
     b->byte_id[c] = bpe_token_id(b, &byte, 1);
     if (b->byte_id[c] < 0) {
-      bpe_err(err, errlen, "%s: no token for the byte 0x%02x ('%s')", path, c, spell(b, &byte, 1, s1, sizeof s1));
+      errf(err, errlen, "%s: no token for the byte 0x%02x ('%s')", path, c, spell(b, &byte, 1, s1, sizeof s1));
       goto out;
     }
   }
@@ -468,9 +444,9 @@ static int load_merges(Bpe *b, const char *path, char *err, size_t errlen) {
   uint32_t slots = 1;
   while (slots < 2 * lines) slots *= 2;
   b->merge_mask = slots - 1;
-  b->merge = bpe_alloc(slots, sizeof *b->merge);
+  b->merge = xcalloc(slots, sizeof *b->merge);
   for (uint32_t i = 0; i < slots; i++) b->merge[i].rank = -1;
-  char *buf = bpe_alloc(len + 1, 1), s1[128], s2[128], s3[256];
+  char *buf = xcalloc(len + 1, 1), s1[128], s2[128], s3[256];
   int rc = -1, first_merge_line = 1;
   size_t line = 0;
   for (size_t pos = 0; pos < len;) {
@@ -488,32 +464,32 @@ static int load_merges(Bpe *b, const char *path, char *err, size_t errlen) {
     }
     const char *sp = memchr(l, ' ', n);
     if (!sp || sp == l || sp == l + n - 1 || memchr(sp + 1, ' ', (size_t)(l + n - sp - 1)) || memchr(l, '\t', n)) {
-      bpe_err(err, errlen, "%s:%zu: expected two tokens separated by one space", path, line);
+      errf(err, errlen, "%s:%zu: expected two tokens separated by one space", path, line);
       goto out;
     }
     size_t la, lb;
     uint32_t bad;
     if (merge_token(b->u2b, l, (size_t)(sp - l), buf, &la, &bad) ||
         merge_token(b->u2b, sp + 1, (size_t)(l + n - sp - 1), buf + la, &lb, &bad)) {
-      if (bad == 0xFFFFFFFF) bpe_err(err, errlen, "%s:%zu: invalid UTF-8", path, line);
-      else bpe_err(err, errlen, "%s:%zu: U+%04X is not in GPT-2's byte alphabet", path, line, bad);
+      if (bad == 0xFFFFFFFF) errf(err, errlen, "%s:%zu: invalid UTF-8", path, line);
+      else errf(err, errlen, "%s:%zu: U+%04X is not in GPT-2's byte alphabet", path, line, bad);
       goto out;
     }
     int32_t a = bpe_token_id(b, buf, la), c = bpe_token_id(b, buf + la, lb), r = bpe_token_id(b, buf, la + lb);
     if (a < 0 || c < 0) {
-      bpe_err(err, errlen, "%s:%zu: '%s' is not in the vocabulary", path, line,
+      errf(err, errlen, "%s:%zu: '%s' is not in the vocabulary", path, line,
               a < 0 ? spell(b, buf, la, s1, sizeof s1) : spell(b, buf + la, lb, s1, sizeof s1));
       goto out;
     }
     if (r < 0) {
-      bpe_err(err, errlen, "%s:%zu: merging '%s' and '%s' gives '%s', which is not in the vocabulary", path, line,
+      errf(err, errlen, "%s:%zu: merging '%s' and '%s' gives '%s', which is not in the vocabulary", path, line,
               spell(b, buf, la, s1, sizeof s1), spell(b, buf + la, lb, s2, sizeof s2),
               spell(b, buf, la + lb, s3, sizeof s3));
       goto out;
     }
     MergeSlot *m = merge_slot(b, a, c);
     if (m->rank >= 0) {
-      bpe_err(err, errlen, "%s:%zu: the merge '%s %s' repeats line %d", path, line, spell(b, buf, la, s1, sizeof s1),
+      errf(err, errlen, "%s:%zu: the merge '%s %s' repeats line %d", path, line, spell(b, buf, la, s1, sizeof s1),
               spell(b, buf + la, lb, s2, sizeof s2), m->rank + first_merge_line);
       goto out;
     }
@@ -529,14 +505,14 @@ out:
 }
 
 Bpe *bpe_load(const char *encoder_json, const char *vocab_bpe, char *err, size_t errlen) {
-  Bpe *b = bpe_alloc(1, sizeof *b);
+  Bpe *b = xcalloc(1, sizeof *b);
   init_alphabet(b->b2u, b->u2b);
   b->eot = -1;
   if (load_encoder(b, encoder_json, err, errlen) || load_merges(b, vocab_bpe, err, errlen)) {
     bpe_free(b);
     return NULL;
   }
-  b->cache = bpe_alloc(CACHE_SLOTS, sizeof *b->cache);
+  b->cache = xcalloc(CACHE_SLOTS, sizeof *b->cache);
   return b;
 }
 
@@ -584,12 +560,12 @@ static void push_pair(Bpe *b, size_t *nh, int32_t pos, int32_t left, int32_t rig
 static size_t merge_piece(Bpe *b, const unsigned char *s, size_t n) {
   if (n > b->scap) {
     b->scap = n + n / 2 + 16;
-    b->id = bpe_grow(b->id, b->scap, sizeof *b->id);
-    b->next = bpe_grow(b->next, b->scap, sizeof *b->next);
-    b->prev = bpe_grow(b->prev, b->scap, sizeof *b->prev);
-    b->piece_out = bpe_grow(b->piece_out, b->scap, sizeof *b->piece_out);
-    b->heap = bpe_grow(b->heap, 3 * b->scap, sizeof *b->heap);
-    b->round = bpe_grow(b->round, 3 * b->scap, sizeof *b->round);
+    b->id = xrealloc(b->id, b->scap, sizeof *b->id);
+    b->next = xrealloc(b->next, b->scap, sizeof *b->next);
+    b->prev = xrealloc(b->prev, b->scap, sizeof *b->prev);
+    b->piece_out = xrealloc(b->piece_out, b->scap, sizeof *b->piece_out);
+    b->heap = xrealloc(b->heap, 3 * b->scap, sizeof *b->heap);
+    b->round = xrealloc(b->round, 3 * b->scap, sizeof *b->round);
   }
   int32_t *id = b->id, *next = b->next, *prev = b->prev;
   for (size_t i = 0; i < n; i++) {
@@ -628,7 +604,7 @@ typedef struct IdBuf {
 static void ids_put(IdBuf *o, const int32_t *v, size_t n) {
   if (o->n + n > o->cap) {
     while (o->n + n > o->cap) o->cap = o->cap ? 2 * o->cap : 256;
-    o->v = bpe_grow(o->v, o->cap, sizeof *o->v);
+    o->v = xrealloc(o->v, o->cap, sizeof *o->v);
   }
   memcpy(o->v + o->n, v, n * sizeof *v);
   o->n += n;
@@ -651,10 +627,10 @@ static void encode_piece(Bpe *b, const unsigned char *s, size_t n, IdBuf *out) {
   ids_put(out, b->piece_out, k);
   if (slot) {
     free(slot->key), free(slot->ids);
-    slot->key = bpe_alloc(n, 1);
+    slot->key = xcalloc(n, 1);
     memcpy(slot->key, s, n);
     slot->klen = (uint32_t)n;
-    slot->ids = bpe_alloc(k, sizeof *slot->ids);
+    slot->ids = xcalloc(k, sizeof *slot->ids);
     memcpy(slot->ids, b->piece_out, k * sizeof *slot->ids);
     slot->nids = (uint32_t)k;
   }
@@ -667,7 +643,7 @@ size_t bpe_encode(Bpe *b, const char *text, size_t len, int32_t **ids) {
     encode_piece(b, (const unsigned char *)text + pos, end - pos, &out);
     pos = end;
   }
-  if (!out.v) out.v = bpe_alloc(1, sizeof *out.v);
+  if (!out.v) out.v = xcalloc(1, sizeof *out.v);
   *ids = out.v;
   return out.n;
 }
@@ -676,12 +652,12 @@ char *bpe_decode(const Bpe *b, const int32_t *ids, size_t n, size_t *len, char *
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
     if (ids[i] < 0 || ids[i] >= b->ntok) {
-      bpe_err(err, errlen, "token %zu is %d, outside the vocabulary 0..%d", i, (int)ids[i], b->ntok - 1);
+      errf(err, errlen, "token %zu is %d, outside the vocabulary 0..%d", i, (int)ids[i], b->ntok - 1);
       return NULL;
     }
     total += b->tok[ids[i]].len;
   }
-  char *out = bpe_alloc(total + 1, 1), *d = out;
+  char *out = xcalloc(total + 1, 1), *d = out;
   for (size_t i = 0; i < n; i++) {
     memcpy(d, b->tok[ids[i]].bytes, b->tok[ids[i]].len);
     d += b->tok[ids[i]].len;

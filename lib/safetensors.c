@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/xalloc.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host"
 #endif
@@ -20,39 +22,6 @@
 #define ST_MAX_DEPTH 64
 
 /* ------------------------------------------------------------ utilities */
-
-static void *st_alloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
-
-static void *st_grow(void *p, size_t n, size_t size) {
-  p = realloc(p, (n ? n : 1) * size);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
-
-static char *st_strdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = st_alloc(n, 1);
-  memcpy(d, s, n);
-  return d;
-}
-
-__attribute__((format(printf, 3, 4))) static void st_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Length of the valid UTF-8 sequence at s (n bytes available), 0 if none:
  * no overlongs, no surrogates, nothing above U+10FFFF. */
@@ -185,7 +154,7 @@ __attribute__((format(printf, 2, 3))) static int syntax(Parser *p, const char *f
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  st_err(p->err, p->errlen, "%s: bad header JSON at file offset %zu: %s", p->file, p->i + 8, what);
+  errf(p->err, p->errlen, "%s: bad header JSON at file offset %zu: %s", p->file, p->i + 8, what);
   return -1;
 }
 
@@ -242,7 +211,7 @@ static int parse_string(Parser *p, char **out) {
   /* decoded text is never longer than the source */
   size_t end = start;
   while (end < p->n && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
-  char *d = st_alloc(end - start + 1, 1);
+  char *d = xcalloc(end - start + 1, 1);
   size_t k = 0;
   for (;;) {
     if (p->i >= p->n) {
@@ -390,7 +359,7 @@ typedef struct Entry {
 static int parse_tensor(Parser *p, char *name, StTensor *t) {
   const char *file = p->file;
   if (peek(p) != '{') {
-    st_err(p->err, p->errlen, "%s: tensor '%s': expected an object with dtype, shape and data_offsets", file, name);
+    errf(p->err, p->errlen, "%s: tensor '%s': expected an object with dtype, shape and data_offsets", file, name);
     return -1;
   }
   p->i++;
@@ -406,12 +375,12 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
         char *dt;
         if (have_dtype) rc = -2;
         else if (peek(p) != '"') {
-          st_err(p->err, p->errlen, "%s: tensor '%s': dtype must be a string", file, name);
+          errf(p->err, p->errlen, "%s: tensor '%s': dtype must be a string", file, name);
           rc = -1;
         } else if (parse_string(p, &dt)) rc = -1;
         else {
           if (st_dtype_parse(dt, &t->dtype)) {
-            st_err(p->err, p->errlen, "%s: tensor '%s': unknown dtype '%s'", file, name, dt);
+            errf(p->err, p->errlen, "%s: tensor '%s': unknown dtype '%s'", file, name, dt);
             rc = -1;
           }
           free(dt);
@@ -422,15 +391,15 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
         int nd;
         if (have_shape) rc = -2;
         else if ((rc = parse_uint_array(p, dims, ST_MAX_DIMS, &nd)) > 0) {
-          st_err(p->err, p->errlen, "%s: tensor '%s': shape must be an array of non-negative integers", file, name);
+          errf(p->err, p->errlen, "%s: tensor '%s': shape must be an array of non-negative integers", file, name);
           rc = -1;
         } else if (rc == 0 && nd > ST_MAX_DIMS) {
-          st_err(p->err, p->errlen, "%s: tensor '%s': shape has more than %d dimensions", file, name, ST_MAX_DIMS);
+          errf(p->err, p->errlen, "%s: tensor '%s': shape has more than %d dimensions", file, name, ST_MAX_DIMS);
           rc = -1;
         } else if (rc == 0) {
           for (int k = 0; k < nd && !rc; k++) {
             if (dims[k] > (uint64_t)INT64_MAX) {
-              st_err(p->err, p->errlen, "%s: tensor '%s': dimension %llu is too large", file, name,
+              errf(p->err, p->errlen, "%s: tensor '%s': dimension %llu is too large", file, name,
                      (unsigned long long)dims[k]);
               rc = -1;
             }
@@ -444,7 +413,7 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
         int no;
         if (have_offsets) rc = -2;
         else if ((rc = parse_uint_array(p, off, 2, &no)) > 0 || (rc == 0 && (no != 2 || off[0] > off[1]))) {
-          st_err(p->err, p->errlen, "%s: tensor '%s': data_offsets must be [begin, end] with begin <= end",
+          errf(p->err, p->errlen, "%s: tensor '%s': data_offsets must be [begin, end] with begin <= end",
                  file, name);
           rc = -1;
         } else if (rc == 0) {
@@ -452,11 +421,11 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
         }
         have_offsets = 1;
       } else {
-        st_err(p->err, p->errlen, "%s: tensor '%s': unknown key '%s'", file, name, key);
+        errf(p->err, p->errlen, "%s: tensor '%s': unknown key '%s'", file, name, key);
         rc = -1;
       }
       if (rc == -2) {
-        st_err(p->err, p->errlen, "%s: tensor '%s': '%s' appears twice", file, name, key);
+        errf(p->err, p->errlen, "%s: tensor '%s': '%s' appears twice", file, name, key);
         rc = -1;
       }
       free(key);
@@ -474,7 +443,7 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
     }
   const char *missing = !have_dtype ? "dtype" : !have_shape ? "shape" : !have_offsets ? "data_offsets" : NULL;
   if (missing) {
-    st_err(p->err, p->errlen, "%s: tensor '%s': missing '%s'", file, name, missing);
+    errf(p->err, p->errlen, "%s: tensor '%s': missing '%s'", file, name, missing);
     return -1;
   }
   return 0;
@@ -482,7 +451,7 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
 
 static int parse_metadata(Parser *p, StFile *f) {
   if (peek(p) != '{') {
-    st_err(p->err, p->errlen, "%s: __metadata__ must be an object of strings", p->file);
+    errf(p->err, p->errlen, "%s: __metadata__ must be an object of strings", p->file);
     return -1;
   }
   p->i++;
@@ -493,12 +462,12 @@ static int parse_metadata(Parser *p, StFile *f) {
     if (parse_string(p, &key)) return -1;
     if (expect(p, ':', "':' after a key")) return free(key), -1;
     if (peek(p) != '"') {
-      st_err(p->err, p->errlen, "%s: __metadata__ '%s' must have a string value", p->file, key);
+      errf(p->err, p->errlen, "%s: __metadata__ '%s' must have a string value", p->file, key);
       free(key);
       return -1;
     }
     if (parse_string(p, &value)) return free(key), -1;
-    if (f->nmeta == cap) f->meta = st_grow(f->meta, cap = cap ? 2 * cap : 8, sizeof *f->meta);
+    if (f->nmeta == cap) f->meta = xrealloc(f->meta, cap = cap ? 2 * cap : 8, sizeof *f->meta);
     f->meta[f->nmeta++] = (StMeta){key, value};
     int c = peek(p);
     if (c == ',') {
@@ -542,18 +511,18 @@ static void free_entries(Entry *e, size_t n) {
 static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, size_t errlen) {
   const char *file = f->path;
   if (len < 8) {
-    st_err(err, errlen, "%s: file is %zu bytes, too short for the 8-byte header length", file, len);
+    errf(err, errlen, "%s: file is %zu bytes, too short for the 8-byte header length", file, len);
     return -1;
   }
   uint64_t hlen;
   memcpy(&hlen, buf, 8);
   if (hlen > len - 8) {
-    st_err(err, errlen, "%s: header length %llu exceeds the file size (%zu bytes)", file, (unsigned long long)hlen,
+    errf(err, errlen, "%s: header length %llu exceeds the file size (%zu bytes)", file, (unsigned long long)hlen,
            len);
     return -1;
   }
   if (hlen > ST_MAX_HEADER) {
-    st_err(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", file, (unsigned long long)hlen,
+    errf(err, errlen, "%s: header length %llu exceeds the limit of %llu bytes", file, (unsigned long long)hlen,
            ST_MAX_HEADER);
     return -1;
   }
@@ -565,8 +534,8 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
   size_t ne = 0, cap = 0;
   int have_meta = 0;
   if (peek(&p) != '{') {
-    if (p.i >= p.n) st_err(err, errlen, "%s: header is empty, expected a JSON object", file);
-    else st_err(err, errlen, "%s: header is not a JSON object", file);
+    if (p.i >= p.n) errf(err, errlen, "%s: header is empty, expected a JSON object", file);
+    else errf(err, errlen, "%s: header is not a JSON object", file);
     return -1;
   }
   p.i++;
@@ -582,13 +551,13 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
       if (!strcmp(key, "__metadata__")) {
         free(key);
         if (have_meta) {
-          st_err(err, errlen, "%s: __metadata__ appears twice in the header", file);
+          errf(err, errlen, "%s: __metadata__ appears twice in the header", file);
           goto fail;
         }
         have_meta = 1;
         if (parse_metadata(&p, f)) goto fail;
       } else {
-        if (ne == cap) e = st_grow(e, cap = cap ? 2 * cap : 16, sizeof *e);
+        if (ne == cap) e = xrealloc(e, cap = cap ? 2 * cap : 16, sizeof *e);
         memset(&e[ne], 0, sizeof e[ne]);
         e[ne].t.name = key;
         e[ne].header_index = ne;
@@ -614,12 +583,12 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
 
   /* names once each */
   {
-    const char **names = st_alloc(ne, sizeof *names);
+    const char **names = xcalloc(ne, sizeof *names);
     for (size_t i = 0; i < ne; i++) names[i] = e[i].t.name;
     if (ne > 1) qsort(names, ne, sizeof *names, cmp_str);
     for (size_t i = 1; i < ne; i++)
       if (!strcmp(names[i], names[i - 1])) {
-        st_err(err, errlen, "%s: tensor '%s' appears twice in the header", file, names[i]);
+        errf(err, errlen, "%s: tensor '%s' appears twice in the header", file, names[i]);
         free(names);
         goto fail;
       }
@@ -628,7 +597,7 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
   if (f->nmeta > 1) qsort(f->meta, f->nmeta, sizeof *f->meta, cmp_meta);
   for (size_t i = 1; i < f->nmeta; i++)
     if (!strcmp(f->meta[i].key, f->meta[i - 1].key)) {
-      st_err(err, errlen, "%s: __metadata__ key '%s' appears twice", file, f->meta[i].key);
+      errf(err, errlen, "%s: __metadata__ key '%s' appears twice", file, f->meta[i].key);
       goto fail;
     }
   /* each tensor alone, in header order: byte count, then bounds */
@@ -644,18 +613,18 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
     char sh[160];
     shape_str(t, sh, sizeof sh);
     if (over) {
-      st_err(err, errlen, "%s: tensor '%s': shape %s of %s overflows 64 bits", file, t->name, sh,
+      errf(err, errlen, "%s: tensor '%s': shape %s of %s overflows 64 bits", file, t->name, sh,
              st_dtype_name(t->dtype));
       goto fail;
     }
     if (bytes != t->end - t->begin) {
-      st_err(err, errlen, "%s: tensor '%s': shape %s of %s is %llu bytes but data_offsets [%llu, %llu] hold %llu", file,
+      errf(err, errlen, "%s: tensor '%s': shape %s of %s is %llu bytes but data_offsets [%llu, %llu] hold %llu", file,
              t->name, sh, st_dtype_name(t->dtype), (unsigned long long)bytes, (unsigned long long)t->begin,
              (unsigned long long)t->end, (unsigned long long)(t->end - t->begin));
       goto fail;
     }
     if (t->end > data_len) {
-      st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] exceed the data region (%llu bytes)", file,
+      errf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] exceed the data region (%llu bytes)", file,
              t->name, (unsigned long long)t->begin, (unsigned long long)t->end, (unsigned long long)data_len);
       goto fail;
     }
@@ -667,7 +636,7 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
     StTensor *t = &e[i].t;
     if (t->begin < at) {
       const StTensor *q = &e[i - 1].t;
-      st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' at [%llu, %llu]", file,
+      errf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' at [%llu, %llu]", file,
              t->name, (unsigned long long)t->begin, (unsigned long long)t->end, q->name, (unsigned long long)q->begin,
              (unsigned long long)q->end);
       goto fail;
@@ -675,10 +644,10 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
     if (t->begin > at) {
       unsigned long long lo = t->begin, hi = t->end;
       if (i)
-        st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] leave bytes %llu..%llu unused after tensor '%s'",
+        errf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] leave bytes %llu..%llu unused after tensor '%s'",
                file, t->name, lo, hi, (unsigned long long)at, lo, e[i - 1].t.name);
       else
-        st_err(err, errlen,
+        errf(err, errlen,
                "%s: tensor '%s': data_offsets [%llu, %llu] leave bytes 0..%llu unused at the start of the data region",
                file, t->name, lo, hi, lo);
       goto fail;
@@ -686,12 +655,12 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
     at = t->end;
   }
   if (at != data_len) {
-    st_err(err, errlen, "%s: the tensors end at byte %llu of the data region, which is %llu bytes", file,
+    errf(err, errlen, "%s: the tensors end at byte %llu of the data region, which is %llu bytes", file,
            (unsigned long long)at, (unsigned long long)data_len);
     goto fail;
   }
 
-  f->t = st_alloc(ne, sizeof *f->t);
+  f->t = xcalloc(ne, sizeof *f->t);
   for (size_t i = 0; i < ne; i++) {
     f->t[i] = e[i].t;
     f->t[i].data = data + f->t[i].begin;
@@ -700,7 +669,7 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
   f->nt = ne;
   free(e);
   e = NULL;
-  f->by_name = st_alloc(ne, sizeof *f->by_name);
+  f->by_name = xcalloc(ne, sizeof *f->by_name);
   for (size_t i = 0; i < ne; i++) f->by_name[i] = &f->t[i];
   if (ne > 1) qsort(f->by_name, ne, sizeof *f->by_name, cmp_by_name);
   return 0;
@@ -722,8 +691,8 @@ void st_close(StFile *f) {
 }
 
 StFile *st_open_mem(const void *buf, size_t len, const char *name, char *err, size_t errlen) {
-  StFile *f = st_alloc(1, sizeof *f);
-  f->path = st_strdup(name);
+  StFile *f = xcalloc(1, sizeof *f);
+  f->path = xstrdup(name);
   if (st_parse(f, buf, len, err, errlen)) {
     st_close(f);
     return NULL;
@@ -734,12 +703,12 @@ StFile *st_open_mem(const void *buf, size_t len, const char *name, char *err, si
 StFile *st_open(const char *path, char *err, size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    st_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
   struct stat sb;
   if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-    st_err(err, errlen, "%s: not a regular file", path);
+    errf(err, errlen, "%s: not a regular file", path);
     close(fd);
     return NULL;
   }
@@ -748,14 +717,14 @@ StFile *st_open(const char *path, char *err, size_t errlen) {
   if (len) {
     map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-      st_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+      errf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
       close(fd);
       return NULL;
     }
   }
   close(fd);
-  StFile *f = st_alloc(1, sizeof *f);
-  f->path = st_strdup(path);
+  StFile *f = xcalloc(1, sizeof *f);
+  f->path = xstrdup(path);
   f->map = map, f->map_len = len;
   static const unsigned char empty[1];
   if (st_parse(f, map ? map : (void *)empty, len, err, errlen)) {
@@ -820,7 +789,7 @@ int st_tensor_to_f32(const StFile *f, const StTensor *t, float *out, char *err, 
     }
     return 0;
   default:
-    st_err(err, errlen, "%s: tensor '%s': dtype %s is not a floating-point type (F32, F16, BF16, F64)",
+    errf(err, errlen, "%s: tensor '%s': dtype %s is not a floating-point type (F32, F16, BF16, F64)",
            f ? f->path : "?", t->name, st_dtype_name(t->dtype));
     return -1;
   }
@@ -847,7 +816,7 @@ struct StWriter {
 static long long fail_after = -1;
 void st_test_fail_write_after(long long nbytes) { fail_after = nbytes; }
 
-StWriter *st_writer_new(void) { return st_alloc(1, sizeof(StWriter)); }
+StWriter *st_writer_new(void) { return xcalloc(1, sizeof(StWriter)); }
 
 void st_writer_free(StWriter *w) {
   if (!w) return;
@@ -861,42 +830,42 @@ void st_writer_free(StWriter *w) {
 int st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const int64_t *shape, const void *data,
                   char *err, size_t errlen) {
   if (!name || !*name || !utf8_valid(name) || !strcmp(name, "__metadata__")) {
-    st_err(err, errlen, "tensor name '%s' is empty, not UTF-8 or reserved", name ? name : "");
+    errf(err, errlen, "tensor name '%s' is empty, not UTF-8 or reserved", name ? name : "");
     return -1;
   }
   if ((unsigned)dtype >= ST_NDTYPES) {
-    st_err(err, errlen, "tensor '%s': unknown dtype %d", name, (int)dtype);
+    errf(err, errlen, "tensor '%s': unknown dtype %d", name, (int)dtype);
     return -1;
   }
   if (ndim < 0 || ndim > ST_MAX_DIMS) {
-    st_err(err, errlen, "tensor '%s': %d dimensions, expected 0..%d", name, ndim, ST_MAX_DIMS);
+    errf(err, errlen, "tensor '%s': %d dimensions, expected 0..%d", name, ndim, ST_MAX_DIMS);
     return -1;
   }
   size_t bytes = st_dtype_size(dtype);
   for (int d = 0; d < ndim; d++) {
     if (shape[d] < 0) {
-      st_err(err, errlen, "tensor '%s': negative dimension %lld", name, (long long)shape[d]);
+      errf(err, errlen, "tensor '%s': negative dimension %lld", name, (long long)shape[d]);
       return -1;
     }
     if (shape[d] && bytes > SIZE_MAX / (uint64_t)shape[d]) {
-      st_err(err, errlen, "tensor '%s': shape overflows the address space", name);
+      errf(err, errlen, "tensor '%s': shape overflows the address space", name);
       return -1;
     }
     bytes *= (size_t)shape[d];
   }
   if (bytes && !data) {
-    st_err(err, errlen, "tensor '%s': no data", name);
+    errf(err, errlen, "tensor '%s': no data", name);
     return -1;
   }
   for (size_t i = 0; i < w->nt; i++)
     if (!strcmp(w->t[i].name, name)) {
-      st_err(err, errlen, "tensor '%s' added twice", name);
+      errf(err, errlen, "tensor '%s' added twice", name);
       return -1;
     }
-  if (w->nt == w->cap) w->t = st_grow(w->t, w->cap = w->cap ? 2 * w->cap : 16, sizeof *w->t);
+  if (w->nt == w->cap) w->t = xrealloc(w->t, w->cap = w->cap ? 2 * w->cap : 16, sizeof *w->t);
   WTensor *t = &w->t[w->nt++];
   memset(t, 0, sizeof *t);
-  t->name = st_strdup(name);
+  t->name = xstrdup(name);
   t->dtype = dtype;
   t->ndim = ndim;
   for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
@@ -907,17 +876,17 @@ int st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const 
 
 int st_writer_set_meta(StWriter *w, const char *key, const char *value, char *err, size_t errlen) {
   if (!key || !value || !utf8_valid(key) || !utf8_valid(value)) {
-    st_err(err, errlen, "__metadata__ key or value is missing or not UTF-8");
+    errf(err, errlen, "__metadata__ key or value is missing or not UTF-8");
     return -1;
   }
   for (size_t i = 0; i < w->nmeta; i++)
     if (!strcmp(w->meta[i].key, key)) {
       free(w->meta[i].value);
-      w->meta[i].value = st_strdup(value);
+      w->meta[i].value = xstrdup(value);
       return 0;
     }
-  if (w->nmeta == w->mcap) w->meta = st_grow(w->meta, w->mcap = w->mcap ? 2 * w->mcap : 8, sizeof *w->meta);
-  w->meta[w->nmeta++] = (StMeta){st_strdup(key), st_strdup(value)};
+  if (w->nmeta == w->mcap) w->meta = xrealloc(w->meta, w->mcap = w->mcap ? 2 * w->mcap : 8, sizeof *w->meta);
+  w->meta[w->nmeta++] = (StMeta){xstrdup(key), xstrdup(value)};
   return 0;
 }
 
@@ -929,7 +898,7 @@ typedef struct Buf {
 static void buf_put(Buf *b, const char *s, size_t n) {
   if (b->n + n + 1 > b->cap) {
     while (b->n + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 256;
-    b->s = st_grow(b->s, b->cap, 1);
+    b->s = xrealloc(b->s, b->cap, 1);
   }
   memcpy(b->s + b->n, s, n);
   b->n += n;
@@ -995,7 +964,7 @@ static int write_all(int fd, const void *p, size_t n, long long *written) {
 }
 
 static int fsync_dir(const char *path) {
-  char *dir = st_strdup(path);
+  char *dir = xstrdup(path);
   char *slash = strrchr(dir, '/');
   if (slash == dir) slash[1] = 0;
   else if (slash) *slash = 0;
@@ -1037,11 +1006,11 @@ int st_writer_write(StWriter *w, const char *path, char *err, size_t errlen) {
   buf_put(&h, "}", 1);
   while (h.n % 8) buf_put(&h, " ", 1);
 
-  char *tmp = st_alloc(strlen(path) + 32, 1);
+  char *tmp = xcalloc(strlen(path) + 32, 1);
   sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) {
-    st_err(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+    errf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     free(tmp);
     free(h.s);
     return -1;
@@ -1060,14 +1029,14 @@ int st_writer_write(StWriter *w, const char *path, char *err, size_t errlen) {
   if (rc) {
     int e = errno;
     unlink(tmp);
-    if (rc == -2) st_err(err, errlen, "%s: write failed: simulated write failure", path);
-    else st_err(err, errlen, "%s: %s of %s failed: %s", path, step, tmp, strerror(e));
+    if (rc == -2) errf(err, errlen, "%s: write failed: simulated write failure", path);
+    else errf(err, errlen, "%s: %s of %s failed: %s", path, step, tmp, strerror(e));
     free(tmp);
     return -1;
   }
   free(tmp);
   if (fsync_dir(path)) {
-    st_err(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
+    errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
     return -1;
   }
   return 0;

@@ -5,17 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/xalloc.h"
+
 const char *const act_names[ACT_COUNT] = {"F", "B", "I", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B",
                                           "REDUCE_GRAD", "TIED_ALLREDUCE", "STEP"};
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
 
 void placement_fill(int *stage_rank, int nranks, int nstages, StagePlacement how) {
   for (int s = 0; s < nstages; s++) {
@@ -48,11 +41,7 @@ void schedule_push(Schedule *s, int rank, Action a) {
   RankActions *ra = &s->rank[rank];
   if (ra->n == ra->cap) {
     ra->cap = ra->cap ? ra->cap * 2 : 16;
-    ra->a = realloc(ra->a, sizeof(Action) * (size_t)ra->cap);
-    if (!ra->a) {
-      fprintf(stderr, "pipec: out of memory\n");
-      exit(3);
-    }
+    ra->a = xrealloc(ra->a, (size_t)ra->cap, sizeof(Action));
   }
   ra->a[ra->n++] = a;
 }

@@ -6,25 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/xalloc.h"
+
 #define ACT_BUF 64
-
-static void *io_alloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
-
-static void *io_grow(void *p, size_t n, size_t size) {
-  p = realloc(p, (n ? n : 1) * size);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
 
 static double io_abs(double x) { return x < 0 ? -x : x; }
 static long io_round(double x) { return x < 0 ? -(long)(-x + 0.5) : (long)(x + 0.5); }
@@ -102,13 +86,13 @@ static void csv_emit(Csv *c, size_t start, int row, int col) {
   c->buf[b] = '\0';
   if (c->ncell == c->capcell) {
     c->capcell = c->capcell ? c->capcell * 2 : 64;
-    c->cell = io_grow(c->cell, (size_t)c->capcell, sizeof(CsvCell));
+    c->cell = xrealloc(c->cell, (size_t)c->capcell, sizeof(CsvCell));
   }
   c->cell[c->ncell++] = (CsvCell){row, col, a, b - a};
   if (row == c->nrow) {
     if (c->nrow == c->caprow) {
       c->caprow = c->caprow ? c->caprow * 2 : 16;
-      c->row = io_grow(c->row, (size_t)c->caprow, sizeof(CsvRow));
+      c->row = xrealloc(c->row, (size_t)c->caprow, sizeof(CsvRow));
     }
     c->row[c->nrow++] = (CsvRow){c->ncell - 1, 0, 0};
   }
@@ -120,7 +104,7 @@ static void csv_emit(Csv *c, size_t start, int row, int col) {
 static int csv_split(Csv *c, const char *text, size_t len, char *err, size_t errlen) {
   size_t pos = 0;
   if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF) pos = 3;
-  c->buf = io_alloc(2 * len + 2, 1);
+  c->buf = xcalloc(2 * len + 2, 1);
   int row = 0, col = 0;
   while (pos < len) {
     size_t start = c->used;
@@ -216,11 +200,11 @@ Schedule *schedule_read_csv(const char *text, size_t len, int nstages, int nmb, 
   }
 
   /* parse and check each cell */
-  act = io_alloc((size_t)c.ncell, sizeof(Action));
-  has = io_alloc((size_t)c.ncell, 1);
+  act = xcalloc((size_t)c.ncell, sizeof(Action));
+  has = xcalloc((size_t)c.ncell, 1);
   int owner_cap = stage_rank ? 0 : (nstages > 0 ? nstages : 16);
   if (!stage_rank) {
-    owner = io_alloc((size_t)owner_cap, sizeof(int));
+    owner = xcalloc((size_t)owner_cap, sizeof(int));
     for (int i = 0; i < owner_cap; i++) owner[i] = -1;
   }
   int max_stage = -1, max_mb = -1;
@@ -274,7 +258,7 @@ Schedule *schedule_read_csv(const char *text, size_t len, int nstages, int nmb, 
         if (a.stage >= owner_cap) {
           int nc = owner_cap;
           while (nc <= a.stage) nc *= 2;
-          owner = io_grow(owner, (size_t)nc, sizeof(int));
+          owner = xrealloc(owner, (size_t)nc, sizeof(int));
           for (int i = owner_cap; i < nc; i++) owner[i] = -1;
           owner_cap = nc;
         }
@@ -331,8 +315,8 @@ static void view_init(View *v, const Schedule *s, const SimResult *r) {
   v->s = s;
   v->r = r;
   v->timed = r && r->ok && r->start && r->end && r->nranks == s->nranks;
-  v->multi = io_alloc((size_t)(s->nranks > 0 ? s->nranks : 1), sizeof(int));
-  int *cnt = io_alloc((size_t)(s->nranks > 0 ? s->nranks : 1), sizeof(int));
+  v->multi = xcalloc((size_t)(s->nranks > 0 ? s->nranks : 1), sizeof(int));
+  int *cnt = xcalloc((size_t)(s->nranks > 0 ? s->nranks : 1), sizeof(int));
   for (int st = 0; st < s->nstages; st++)
     if (s->stage_rank[st] >= 0 && s->stage_rank[st] < s->nranks) cnt[s->stage_rank[st]]++;
   for (int rk = 0; rk < s->nranks; rk++) v->multi[rk] = cnt[rk] > 1;
@@ -414,7 +398,7 @@ void schedule_print_grid(FILE *out, const Schedule *s, const SimResult *r, int c
       mode = 2;
       long n = 0;
       for (int rk = 0; rk < P; rk++) n += s->rank[rk].n;
-      times = io_alloc((size_t)n, sizeof(double));
+      times = xcalloc((size_t)n, sizeof(double));
       n = 0;
       for (int rk = 0; rk < P; rk++)
         for (int i = 0; i < s->rank[rk].n; i++)
@@ -433,8 +417,8 @@ void schedule_print_grid(FILE *out, const Schedule *s, const SimResult *r, int c
 
   /* cells: action index per (rank, column), and whether it starts there */
   size_t ncell = (size_t)P * (size_t)(ncols > 0 ? ncols : 1);
-  int *cell = io_alloc(ncell, sizeof(int));
-  unsigned char *cont = io_alloc(ncell, 1);
+  int *cell = xcalloc(ncell, sizeof(int));
+  unsigned char *cont = xcalloc(ncell, 1);
   for (size_t k = 0; k < ncell; k++) cell[k] = -1;
   for (int rk = 0; rk < P; rk++) {
     long col = 0;
@@ -477,7 +461,7 @@ void schedule_print_grid(FILE *out, const Schedule *s, const SimResult *r, int c
   int suffix = v.timed ? 34 : 0;         /* " | bubble 100.0% | in-flight 123" */
   long per = (GRID_WIDTH - prefix - suffix) / (w + 1);
   if (per < 1) per = 1;
-  char *ruler = io_alloc((size_t)GRID_WIDTH + 64, 1);
+  char *ruler = xcalloc((size_t)GRID_WIDTH + 64, 1);
   for (long b0 = 0; b0 < ncols || (b0 == 0 && ncols == 0); b0 += per) {
     long b1 = b0 + per < ncols ? b0 + per : ncols;
     int last = b1 >= ncols;
@@ -611,7 +595,7 @@ int schedule_write_svg(FILE *out, const Schedule *s, const SimResult *r, const c
 
   /* summary */
   size_t sumcap = 160 + (size_t)P * 12;
-  char *summary = io_alloc(sumcap, 1);
+  char *summary = xcalloc(sumcap, 1);
   int sl = snprintf(summary, sumcap, "step time %g | mean bubble %.1f%% | peak in-flight per rank:", r->step_time,
                     100.0 * r->bubble_mean);
   for (int rk = 0; rk < P && sl > 0 && (size_t)sl < sumcap; rk++)

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,33 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/xalloc.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tokfile.c assumes a little-endian host"
 #endif
-
-static void *tok_alloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory\n");
-    exit(3);
-  }
-  return p;
-}
-
-static char *tok_strdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = tok_alloc(n, 1);
-  memcpy(d, s, n);
-  return d;
-}
-
-__attribute__((format(printf, 3, 4))) static void tok_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* ------------------------------------------------------------------ files */
 
@@ -57,32 +34,32 @@ static int check_layout(TokFile *f, const unsigned char *b, size_t len, TokForma
   if (fmt == TOK_AUTO) fmt = len >= 4 && h[0] == TOK_MAGIC ? TOK_LLMC : TOK_RAW;
   if (fmt == TOK_RAW) {
     if (len % 2) {
-      tok_err(err, errlen, "%s: headerless token file has an odd size (%zu bytes)", path, len);
+      errf(err, errlen, "%s: headerless token file has an odd size (%zu bytes)", path, len);
       return -1;
     }
     f->tokens = (const uint16_t *)b;
     f->ntok = len / 2;
   } else {
     if (len < TOK_HEADER_BYTES) {
-      tok_err(err, errlen, "%s: file is %zu bytes, shorter than the %d-byte llm.c header", path, len, TOK_HEADER_BYTES);
+      errf(err, errlen, "%s: file is %zu bytes, shorter than the %d-byte llm.c header", path, len, TOK_HEADER_BYTES);
       return -1;
     }
     if (h[0] != TOK_MAGIC) {
-      tok_err(err, errlen, "%s: magic number %d is not %d (llm.c token file)", path, (int)h[0], TOK_MAGIC);
+      errf(err, errlen, "%s: magic number %d is not %d (llm.c token file)", path, (int)h[0], TOK_MAGIC);
       return -1;
     }
     if (h[1] == 2) {
-      tok_err(err, errlen, "%s: version 2 (uint32 tokens, llm.c's Llama 3 files) is not supported, "
+      errf(err, errlen, "%s: version 2 (uint32 tokens, llm.c's Llama 3 files) is not supported, "
               "only version 1 (uint16)", path);
       return -1;
     }
     if (h[1] != TOK_VERSION) {
-      tok_err(err, errlen, "%s: version %d is not %d", path, (int)h[1], TOK_VERSION);
+      errf(err, errlen, "%s: version %d is not %d", path, (int)h[1], TOK_VERSION);
       return -1;
     }
     uint64_t count = (uint32_t)h[2], want = TOK_HEADER_BYTES + 2 * count;
     if (h[2] < 0 || want != len) {
-      tok_err(err, errlen, "%s: header says %d tokens (%llu bytes) but the file is %zu bytes", path, (int)h[2],
+      errf(err, errlen, "%s: header says %d tokens (%llu bytes) but the file is %zu bytes", path, (int)h[2],
               h[2] < 0 ? 0ull : (unsigned long long)want, len);
       return -1;
     }
@@ -91,7 +68,7 @@ static int check_layout(TokFile *f, const unsigned char *b, size_t len, TokForma
     f->has_header = 1;
   }
   if (!f->ntok) {
-    tok_err(err, errlen, "%s: no tokens", path);
+    errf(err, errlen, "%s: no tokens", path);
     return -1;
   }
   return 0;
@@ -101,21 +78,21 @@ int tok_open(TokFile *f, const char *path, TokFormat fmt, char *err, size_t errl
   memset(f, 0, sizeof *f);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    tok_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return -1;
   }
   struct stat sb;
   if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-    tok_err(err, errlen, "%s: not a regular file", path);
+    errf(err, errlen, "%s: not a regular file", path);
     close(fd);
     return -1;
   }
-  f->path = tok_strdup(path);
+  f->path = xstrdup(path);
   size_t len = (size_t)sb.st_size;
   if (len) {
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-      tok_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+      errf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
       close(fd);
       tok_close(f);
       return -1;
@@ -134,7 +111,7 @@ int tok_open(TokFile *f, const char *path, TokFormat fmt, char *err, size_t errl
 static int check_range(const TokFile *f, size_t from, size_t n, int vocab, char *err, size_t errlen) {
   for (size_t i = from; i < from + n; i++)
     if (f->tokens[i] >= vocab) {
-      tok_err(err, errlen, "%s: token %u at position %zu (byte %zu) is not below the vocabulary size %d", f->path,
+      errf(err, errlen, "%s: token %u at position %zu (byte %zu) is not below the vocabulary size %d", f->path,
               (unsigned)f->tokens[i], i, (f->has_header ? TOK_HEADER_BYTES : 0) + 2 * i, vocab);
       return -1;
     }
@@ -159,7 +136,7 @@ static int write_all(int fd, const void *p, size_t n) {
 }
 
 static int fsync_dir(const char *path) {
-  char *dir = tok_strdup(path);
+  char *dir = xstrdup(path);
   char *slash = strrchr(dir, '/');
   if (slash == dir) slash[1] = 0;
   else if (slash) *slash = 0;
@@ -174,14 +151,14 @@ static int fsync_dir(const char *path) {
 
 int tok_write(const char *path, const uint16_t *tokens, size_t n, int header, char *err, size_t errlen) {
   if (header && n > 0x7FFFFFFF) {
-    tok_err(err, errlen, "%s: %zu tokens do not fit llm.c's int32 count", path, n);
+    errf(err, errlen, "%s: %zu tokens do not fit llm.c's int32 count", path, n);
     return -1;
   }
-  char *tmp = tok_alloc(strlen(path) + 32, 1);
+  char *tmp = xcalloc(strlen(path) + 32, 1);
   sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) {
-    tok_err(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+    errf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     free(tmp);
     return -1;
   }
@@ -198,13 +175,13 @@ int tok_write(const char *path, const uint16_t *tokens, size_t n, int header, ch
   if (rc) {
     int e = errno;
     unlink(tmp);
-    tok_err(err, errlen, "%s: %s of %s failed: %s", path, step, tmp, strerror(e));
+    errf(err, errlen, "%s: %s of %s failed: %s", path, step, tmp, strerror(e));
     free(tmp);
     return -1;
   }
   free(tmp);
   if (fsync_dir(path)) {
-    tok_err(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
+    errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
     return -1;
   }
   return 0;
@@ -218,17 +195,17 @@ int tok_glob(const char *pattern, char ***paths, size_t *n, char *err, size_t er
   glob_t g;
   int rc = glob(pattern, GLOB_NOSORT, NULL, &g);
   if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {
-    tok_err(err, errlen, "%s: no file matches", pattern);
+    errf(err, errlen, "%s: no file matches", pattern);
     if (!rc) globfree(&g);
     return -1;
   }
   if (rc) {
-    tok_err(err, errlen, "%s: glob failed (%s)", pattern, rc == GLOB_NOSPACE ? "out of memory" : "read error");
+    errf(err, errlen, "%s: glob failed (%s)", pattern, rc == GLOB_NOSPACE ? "out of memory" : "read error");
     return -1;
   }
   *n = g.gl_pathc;
-  *paths = tok_alloc(g.gl_pathc, sizeof **paths);
-  for (size_t i = 0; i < g.gl_pathc; i++) (*paths)[i] = tok_strdup(g.gl_pathv[i]);
+  *paths = xcalloc(g.gl_pathc, sizeof **paths);
+  for (size_t i = 0; i < g.gl_pathc; i++) (*paths)[i] = xstrdup(g.gl_pathv[i]);
   globfree(&g);
   if (*n > 1) qsort(*paths, *n, sizeof **paths, cmp_str);
   return 0;
@@ -268,16 +245,16 @@ void tok_loader_close(TokLoader *L) {
 TokLoader *tok_loader_open(const char *pattern, TokFormat fmt, int B, int T, int rank, int nranks, int vocab,
                            char *err, size_t errlen) {
   if (B < 1 || T < 1 || nranks < 1 || rank < 0 || rank >= nranks || vocab < 0) {
-    tok_err(err, errlen, "%s: bad loader arguments B=%d T=%d rank=%d of %d vocab=%d", pattern, B, T, rank, nranks,
+    errf(err, errlen, "%s: bad loader arguments B=%d T=%d rank=%d of %d vocab=%d", pattern, B, T, rank, nranks,
             vocab);
     return NULL;
   }
   char **paths;
   size_t n;
   if (tok_glob(pattern, &paths, &n, err, errlen)) return NULL;
-  TokLoader *L = tok_alloc(1, sizeof *L);
-  L->shard = tok_alloc(n, sizeof *L->shard);
-  L->first = tok_alloc(n + 1, sizeof *L->first);
+  TokLoader *L = xcalloc(1, sizeof *L);
+  L->shard = xcalloc(n, sizeof *L->shard);
+  L->first = xcalloc(n + 1, sizeof *L->first);
   L->B = B, L->T = T, L->rank = rank, L->nranks = nranks, L->vocab = vocab;
   L->BT = (uint64_t)B * (uint64_t)T;
   uint64_t h = 1469598103934665603ull;
@@ -301,7 +278,7 @@ TokLoader *tok_loader_open(const char *pattern, TokFormat fmt, int B, int T, int
   uint64_t G = L->first[L->nshards];
   L->steps = G / (uint64_t)nranks;
   if (!L->steps) {
-    tok_err(err, errlen,
+    errf(err, errlen,
             "%s: %zu shard%s %llu batches of %d x %d+1 tokens, fewer than the %d data-parallel replicas", pattern,
             L->nshards, L->nshards == 1 ? " holds" : "s hold", (unsigned long long)G, B, T, nranks);
     tok_loader_close(L);
@@ -344,12 +321,12 @@ TokPos tok_loader_tell(const TokLoader *L) { return L->pos; }
 
 int tok_loader_seek(TokLoader *L, TokPos pos, char *err, size_t errlen) {
   if (pos.fingerprint != L->fingerprint) {
-    tok_err(err, errlen, "data position was saved for other shards or another batch shape (B=%d, T=%d, %d replicas)",
+    errf(err, errlen, "data position was saved for other shards or another batch shape (B=%d, T=%d, %d replicas)",
             L->B, L->T, L->nranks);
     return -1;
   }
   if (pos.step >= L->steps) {
-    tok_err(err, errlen, "data position step %llu is beyond the %llu steps of an epoch", (unsigned long long)pos.step,
+    errf(err, errlen, "data position step %llu is beyond the %llu steps of an epoch", (unsigned long long)pos.step,
             (unsigned long long)L->steps);
     return -1;
   }

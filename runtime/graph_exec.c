@@ -8,15 +8,7 @@
 
 #include "lib/kernels.h"
 #include "lib/params.h"
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size);
-  if (!p) {
-    fprintf(stderr, "pipec: out of memory (%zu x %zu bytes)\n", n, size);
-    exit(3);
-  }
-  return p;
-}
+#include "lib/xalloc.h"
 
 static int64_t param_values(const OgParam *p) { return p->rows * (p->cols ? p->cols : 1); }
 
