@@ -411,15 +411,6 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
   return n;
 }
 
-/* 0 when all `len` bytes reached the file */
-static int write_file(const char *path, const char *data, size_t len) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return -1;
-  int bad = fwrite(data, 1, len, f) != len;
-  bad |= fclose(f) != 0;
-  return bad ? -1 : 0;
-}
-
 typedef struct ArchJob {
   KernelImages *out;
   const char *arch;
@@ -473,35 +464,4 @@ void kernels_images_free(KernelImages *k) {
   for (int i = 0; i < k->nimg; i++) nvrtc_output_free(&k->img[i]);
   free(k->source);
   memset(k, 0, sizeof *k);
-}
-
-int kernels_emit_files(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p) {
-  KernelImages ki;
-  char err[1 << 16];
-  int rc = kernels_compile(kp, g, p, &ki, err, sizeof err);
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s.cu", dir, p->model_name);
-  if (write_file(path, ki.source ? ki.source : "", ki.source_len)) {
-    fprintf(stderr, "pipec: error: cannot write '%s' (does the folder exist?)\n", path);
-    kernels_images_free(&ki);
-    return 1;
-  }
-  if (rc) {
-    fprintf(stderr, "pipec: error: %s\n", err);
-    return 1;
-  }
-  printf("%s: %d kernels\n", path, ki.nkernels);
-  if (!ki.nimg) printf("NVRTC is not available (%s): wrote the CUDA C only\n", ki.why);
-  int status = 0;
-  for (int i = 0; i < ki.nimg; i++) {
-    snprintf(path, sizeof path, "%s/%s.%s.%s", dir, p->model_name, ki.arch[i], ki.img[i].is_ptx ? "ptx" : "cubin");
-    if (write_file(path, (const char *)ki.img[i].data, ki.img[i].size)) {
-      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
-      status = 1;
-      break;
-    }
-    printf("%s: %zu bytes, %s in %.2f s\n", path, ki.img[i].size, ki.img[i].from_cache ? "from the cache" : "compiled", ki.seconds[i]);
-  }
-  kernels_images_free(&ki);
-  return status;
 }

@@ -63,9 +63,5 @@ typedef struct KernelImages {
 } KernelImages;
 int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, KernelImages *out, char *err, size_t errlen);
 void kernels_images_free(KernelImages *k);
-/* --emit kernels DIR: DIR/MODEL.cu, then (when NVRTC loads) cubins for sm_80
- * and sm_90 and PTX for compute_90, from the cache when it has them. Prints
- * what it wrote; returns 0, or 1 after printing the error. */
-int kernels_emit_files(const char *dir, const KernelPlan *kp, const OpGraph *g, const Program *p);
 
 #endif
