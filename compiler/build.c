@@ -22,6 +22,7 @@
 #include "compiler/plan.h"
 #include "compiler/report.h"
 #include "compiler/stagegen.h"
+#include "lib/files.h"
 #include "lib/schedule_io.h"
 #include "pipec_rtconfig.h"
 #include "version.h"
@@ -90,20 +91,6 @@ static int read_hash(const char *path, uint64_t *h) {
   return ok ? 0 : -1;
 }
 
-static int write_text(const char *path, const char *text) {
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "w");
-  if (!f) return -1;
-  int bad = fputs(text, f) < 0;
-  bad |= fclose(f) != 0;
-  if (bad || rename(tmp, path)) {
-    unlink(tmp);
-    return -1;
-  }
-  return 0;
-}
-
 static int exists(const char *path) { return access(path, X_OK) == 0; }
 
 int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
@@ -150,10 +137,10 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
     FILE *mem = open_memstream(&text, &len);
     schedule_print_text(mem, s);
     fclose(mem);
-    int bad = write_text(path, text);
+    int bad = file_write_atomic(path, text, len, err, sizeof err);
     free(text);
     if (bad) {
-      fprintf(stderr, "pipec: error: cannot write '%s'\n", path);
+      fprintf(stderr, "pipec: error: %s\n", err);
       schedule_free(s), sim_result_free(&sim);
       return 1;
     }
@@ -214,11 +201,8 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
       for (int i = 0; i < nblobs && !status; i++) {
         char kpth[4600];
         snprintf(kpth, sizeof kpth, "%s/%s.%s", dir, bin, blobs[i].name);
-        FILE *f = fopen(kpth, "wb");
-        int bad = !f || fwrite(blobs[i].data, 1, blobs[i].len, f) != blobs[i].len;
-        if (f) bad |= fclose(f) != 0;
-        if (bad) {
-          fprintf(stderr, "pipec: error: cannot write '%s'\n", kpth);
+        if (file_write_atomic(kpth, blobs[i].data, blobs[i].len, err, sizeof err)) {
+          fprintf(stderr, "pipec: error: %s\n", err);
           status = 1;
         } else if (i == 0)
           printf("%s: %d kernels\n", kpth, ki.nkernels);
@@ -242,7 +226,8 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
       } else {
         char hx[32];
         snprintf(hx, sizeof hx, "%016llx\n", (unsigned long long)h);
-        if (write_text(hpath, hx)) fprintf(stderr, "pipec: warning: cannot write '%s'; the next build redoes this stage\n", hpath);
+        if (file_write_atomic(hpath, hx, strlen(hx), err, sizeof err))
+          fprintf(stderr, "pipec: warning: %s; the next build redoes this stage\n", err);
         if (!bo->emit_obj) unlink(obj);
         rebuilt++;
       }

@@ -7,16 +7,13 @@
  * sorted by first rank without a sort.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "compiler/plan.h"
+#include "lib/files.h"
 
 enum { AX_TP, AX_DP, AX_PP };
 
@@ -563,43 +560,15 @@ int plan_write_json(const char *path, const Program *p, char *err, size_t errlen
   }
   Ties T;
   find_ties(&L, &T);
-  char *tmp = arena_printf(&A, "%s.tmp.XXXXXX", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    fail(err, errlen, "cannot create a temporary file beside %s: %s", path, strerror(errno));
-    arena_free(&A);
-    return -1;
-  }
-  FILE *f = fdopen(fd, "w");
-  if (!f) {
-    fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    arena_free(&A);
-    return -1;
-  }
-  (void)fchmod(fd, 0644);
+  char *json = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&json, &len);
   json_plan(f, &L, &T);
-  int bad = ferror(f) || fflush(f) || fsync(fd);
-  int e = errno;
-  if (fclose(f) && !bad) bad = 1, e = errno;
-  if (!bad && rename(tmp, path)) bad = 1, e = errno;
-  if (bad) {
-    fail(err, errlen, "cannot write %s: %s", path, strerror(e));
-    unlink(tmp);
-    arena_free(&A);
-    return -1;
-  }
-  /* make the rename itself durable */
-  const char *slash = strrchr(path, '/');
-  char *dir = slash ? arena_strndup(&A, path, slash == path ? 1 : (size_t)(slash - path)) : ".";
-  int dfd = open(dir, O_RDONLY);
-  if (dfd >= 0) {
-    (void)fsync(dfd);
-    close(dfd);
-  }
+  fclose(f);
+  int rc = file_write_atomic(path, json, len, err, errlen);
+  free(json);
   arena_free(&A);
-  return 0;
+  return rc;
 }
 
 int plan_rank_table(const Program *p, int *pipeline, int *pp_rank, int *tp_rank, char *err, size_t errlen) {
