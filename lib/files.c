@@ -22,13 +22,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, char *err,
     return -1;
   }
   (void)fchmod(fd, 0644);
-  const char *p = data;
-  int e = 0;
-  for (size_t done = 0; done < len && !e;) {
-    ssize_t k = write(fd, p + done, len - done);
-    if (k < 0 && errno != EINTR) e = errno;
-    else if (k > 0) done += (size_t)k;
-  }
+  int e = file_write_all(fd, data, len) ? errno : 0;
   if (!e && fsync(fd)) e = errno;
   if (close(fd) && !e) e = errno;
   if (!e && rename(tmp, path)) e = errno;
@@ -39,14 +33,33 @@ int file_write_atomic(const char *path, const void *data, size_t len, char *err,
     return -1;
   }
   free(tmp);
-  /* make the rename itself durable */
-  char *dir = xstrdup(path), *slash = strrchr(dir, '/');
-  if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-  int dfd = open(slash ? dir : ".", O_RDONLY);
-  if (dfd >= 0) {
-    (void)fsync(dfd);
-    close(dfd);
-  }
-  free(dir);
+  (void)file_fsync_dir(path); /* make the rename itself durable */
   return 0;
+}
+
+int file_write_all(int fd, const void *data, size_t n) {
+  const char *s = data;
+  while (n) {
+    ssize_t k = write(fd, s, n > (1u << 30) ? (1u << 30) : n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    s += k, n -= (size_t)k;
+  }
+  return 0;
+}
+
+int file_fsync_dir(const char *path) {
+  char *dir = xstrdup(path);
+  char *slash = strrchr(dir, '/');
+  if (slash == dir) slash[1] = 0;
+  else if (slash) *slash = 0;
+  else strcpy(dir, ".");
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(dir);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
 }

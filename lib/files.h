@@ -11,4 +11,9 @@
 /* 0, or -1 with "cannot write PATH: REASON" in err. */
 int file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
+/* write(2) all n bytes (EINTR and short writes retried); 0, or -1 with errno. */
+int file_write_all(int fd, const void *data, size_t n);
+/* fsync the folder holding path, so a rename into it is durable; 0 or -1. */
+int file_fsync_dir(const char *path);
+
 #endif

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/files.h"
 #include "lib/xalloc.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -943,38 +944,16 @@ static int cmp_wtensor(const void *a, const void *b) {
 
 /* write(2) all of n bytes, counting toward the test hook */
 static int write_all(int fd, const void *p, size_t n, long long *written) {
-  const char *s = p;
-  while (n) {
-    size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-    if (fail_after >= 0 && *written + (long long)chunk > fail_after) {
-      chunk = (size_t)(fail_after - *written);
-      if (!chunk) {
-        errno = EIO;
-        return -2;
-      }
-    }
-    ssize_t k = write(fd, s, chunk);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    s += k, n -= (size_t)k, *written += k;
+  if (fail_after >= 0 && *written + (long long)n > fail_after) {
+    size_t part = (size_t)(fail_after - *written);
+    if (file_write_all(fd, p, part)) return -1;
+    *written += (long long)part;
+    errno = EIO;
+    return -2;
   }
+  if (file_write_all(fd, p, n)) return -1;
+  *written += (long long)n;
   return 0;
-}
-
-static int fsync_dir(const char *path) {
-  char *dir = xstrdup(path);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir) slash[1] = 0;
-  else if (slash) *slash = 0;
-  else strcpy(dir, ".");
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  free(dir);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
 }
 
 int st_writer_write(StWriter *w, const char *path, char *err, size_t errlen) {
@@ -1035,7 +1014,7 @@ int st_writer_write(StWriter *w, const char *path, char *err, size_t errlen) {
     return -1;
   }
   free(tmp);
-  if (fsync_dir(path)) {
+  if (file_fsync_dir(path)) {
     errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
     return -1;
   }

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/files.h"
 #include "lib/xalloc.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -122,33 +123,6 @@ int tok_check_vocab(const TokFile *f, int vocab, char *err, size_t errlen) {
   return check_range(f, 0, f->ntok, vocab, err, errlen);
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-  const char *s = p;
-  while (n) {
-    ssize_t k = write(fd, s, n > (1u << 30) ? (1u << 30) : n);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    s += k, n -= (size_t)k;
-  }
-  return 0;
-}
-
-static int fsync_dir(const char *path) {
-  char *dir = xstrdup(path);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir) slash[1] = 0;
-  else if (slash) *slash = 0;
-  else strcpy(dir, ".");
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  free(dir);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
 int tok_write(const char *path, const uint16_t *tokens, size_t n, int header, char *err, size_t errlen) {
   if (header && n > 0x7FFFFFFF) {
     errf(err, errlen, "%s: %zu tokens do not fit llm.c's int32 count", path, n);
@@ -166,9 +140,9 @@ int tok_write(const char *path, const uint16_t *tokens, size_t n, int header, ch
   const char *step = "write";
   if (header) {
     int32_t h[TOK_HEADER_INTS] = {TOK_MAGIC, TOK_VERSION, (int32_t)n};
-    rc = write_all(fd, h, sizeof h);
+    rc = file_write_all(fd, h, sizeof h);
   }
-  if (!rc && n) rc = write_all(fd, tokens, 2 * n);
+  if (!rc && n) rc = file_write_all(fd, tokens, 2 * n);
   if (!rc && fsync(fd)) rc = -1, step = "fsync";
   if (close(fd) && !rc) rc = -1, step = "close";
   if (!rc && rename(tmp, path)) rc = -1, step = "rename";
@@ -180,7 +154,7 @@ int tok_write(const char *path, const uint16_t *tokens, size_t n, int header, ch
     return -1;
   }
   free(tmp);
-  if (fsync_dir(path)) {
+  if (file_fsync_dir(path)) {
     errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
     return -1;
   }
