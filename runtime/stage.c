@@ -1,6 +1,6 @@
 /* stage.c — the runtime side of a generated stage program (see stage.h). */
 #define _GNU_SOURCE
-#include "runtime/stage.h"
+#include "runtime/stage_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,49 +21,9 @@
 #include "runtime/env.h"
 #include "runtime/store.h"
 
-typedef struct RtParam {
-  int index;
-  char name[160];
-  int64_t off, rows, cols, full_rows, full_cols, q_rows, kv_rows;
-  int shard, first, tied;
-  int *holders, nholders; /* pipeline ranks holding it (tied weights) */
-  PrtGroup *tied_group;
-} RtParam;
-
-struct PrtCtx {
-  PrtEnv env;
-  char model[128];
-  int stage, pipeline, nstages;
-  int world, tp, dp, pp;
-  int *rk_pipe, *rk_pp, *rk_tp; /* per world rank */
-  int tp_rank, dp_rank;
-  int64_t batch, nmb, mbrows, seq, allmbs;
-  int64_t steps, seed, warmup;
-  double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
-  char lr_schedule[32], optimizer[16];
-  int64_t total, params_off, grads_off, optim_off, slots_off, slot_bytes, ws_off, ws_bytes, floats;
-  int nslots;
-  RtParam *params;
-  int nparams;
-  /* run time */
-  char *arena;
-  PrtStore *store;
-  PrtComm *comm;
-  PrtGroup *tp_group, *dp_group, *world_group;
-  int step;          /* 1-based, during a step */
-  double loss_sum;   /* this step, over this rank's microbatches */
-  float loss_scale;  /* 1 / tokens of the global batch */
-  double grad_norm, cur_lr;
-  int32_t *corpus;   /* synthetic data */
-  float *scratch;    /* 2 x scratch_n floats: the max all-reduce's buffers (one value per row) */
-  long scratch_n;
-  int64_t corpus_len, vocab;
-};
-
 static PrtCtx *g_ctx; /* for messages */
 
-static void die(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-static void die(PrtCtx *c, const char *fmt, ...) {
+void prt_die(PrtCtx *c, const char *fmt, ...) {
   char b[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -143,7 +103,7 @@ static void parse_manifest(PrtCtx *c, const char *text) {
 /* ---- data: a synthetic corpus until token files are wired in (a fixed
    random Markov chain: each token has 4 likely successors, so a model that
    learns the table reaches a loss near ln 4) ---- */
-static uint64_t mix64(uint64_t z) {
+uint64_t prt_mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
@@ -157,8 +117,8 @@ static void make_corpus(PrtCtx *c) {
   int32_t t = 0;
   for (int64_t i = 0; i < c->corpus_len; i++) {
     c->corpus[i] = t;
-    uint64_t r = mix64(s += 0x9E3779B97F4A7C15ull);
-    t = (int32_t)(mix64((uint64_t)t * 4 + (r & 3)) % (uint64_t)c->vocab);
+    uint64_t r = prt_mix64(s += 0x9E3779B97F4A7C15ull);
+    t = (int32_t)(prt_mix64((uint64_t)t * 4 + (r & 3)) % (uint64_t)c->vocab);
   }
 }
 
@@ -196,7 +156,7 @@ void prt_xent_backward(void *ctx, float *losses, float *dlogits, const float *lo
   k_crossentropy_forward_backward(losses, dlogits, logits, targets, N, V, ((PrtCtx *)ctx)->loss_scale);
 }
 static uint64_t dropout_seed(PrtCtx *c, int mb) {
-  return mix64((uint64_t)c->seed ^ mix64((uint64_t)c->step << 20 ^ (uint64_t)c->dp_rank << 40 ^ (uint64_t)mb));
+  return prt_mix64((uint64_t)c->seed ^ prt_mix64((uint64_t)c->step << 20 ^ (uint64_t)c->dp_rank << 40 ^ (uint64_t)mb));
 }
 void prt_dropout_forward(void *ctx, float *out, const float *inp, long n, float p, int op, int mb) {
   k_dropout_forward(out, inp, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
@@ -216,7 +176,7 @@ void prt_loss_add(void *ctx, const float *losses, const int32_t *targets, int N)
 static int world_rank(PrtCtx *c, int pipeline, int pp, int tp) {
   for (int r = 0; r < c->world; r++)
     if (c->rk_pipe[r] == pipeline && c->rk_pp[r] == pp && c->rk_tp[r] == tp) return r;
-  die(c, "no rank runs pipeline %d, pipeline rank %d, tp rank %d (damaged manifest)", pipeline, pp, tp);
+  prt_die(c, "no rank runs pipeline %d, pipeline rank %d, tp rank %d (damaged manifest)", pipeline, pp, tp);
 }
 
 void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
@@ -227,7 +187,7 @@ void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
     return;
   }
   /* max: every member's values in turn, the same order everywhere */
-  if (n > c->scratch_n) die(c, "a max all-reduce of %ld values is larger than its buffer (%ld)", n, c->scratch_n);
+  if (n > c->scratch_n) prt_die(c, "a max all-reduce of %ld values is larger than its buffer (%ld)", n, c->scratch_n);
   float *tmp = c->scratch, *mine = c->scratch + n;
   memcpy(mine, buf, sizeof(float) * (size_t)n);
   for (int k = 0; k < prt_group_size(c->tp_group); k++) {
@@ -404,7 +364,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   /* the arena: the planned bytes, once */
   struct mallinfo2 m0 = mallinfo2();
   c->arena = aligned_alloc(64, (size_t)c->total);
-  if (!c->arena) die(c, "cannot allocate the planned %lld bytes", (long long)c->total);
+  if (!c->arena) prt_die(c, "cannot allocate the planned %lld bytes", (long long)c->total);
   memset(c->arena, 0, (size_t)c->total);
   for (int i = 0; i < c->nparams; i++) {
     RtParam *p = &c->params[i];

@@ -1,0 +1,57 @@
+/* stage_int.h — the runtime's own view of a stage program: the context
+ * that runtime/stage.c builds from the manifest and the other runtime files
+ * (checkpoints, data, generation) share. Not part of the generated code's
+ * contract (that is stage.h). */
+#ifndef PIPEC_RT_STAGE_INT_H
+#define PIPEC_RT_STAGE_INT_H
+#include <stdint.h>
+
+#include "runtime/comm.h"
+#include "runtime/env.h"
+#include "runtime/stage.h"
+#include "runtime/store.h"
+
+typedef struct RtParam {
+  int index;
+  char name[160];
+  int64_t off, rows, cols, full_rows, full_cols, q_rows, kv_rows;
+  int shard, first, tied;
+  int *holders, nholders; /* pipeline ranks holding it (tied weights) */
+  PrtGroup *tied_group;
+} RtParam;
+
+struct PrtCtx {
+  PrtEnv env;
+  char model[128];
+  int stage, pipeline, nstages;
+  int world, tp, dp, pp;
+  int *rk_pipe, *rk_pp, *rk_tp; /* per world rank */
+  int tp_rank, dp_rank;
+  int64_t batch, nmb, mbrows, seq, allmbs;
+  int64_t steps, seed, warmup;
+  double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
+  char lr_schedule[32], optimizer[16];
+  int64_t total, params_off, grads_off, optim_off, slots_off, slot_bytes, ws_off, ws_bytes, floats;
+  int nslots;
+  RtParam *params;
+  int nparams;
+  /* run time */
+  char *arena;
+  PrtStore *store;
+  PrtComm *comm;
+  PrtGroup *tp_group, *dp_group, *world_group;
+  int step;          /* 1-based, during a step */
+  double loss_sum;   /* this step, over this rank's microbatches */
+  float loss_scale;  /* 1 / tokens of the global batch */
+  double grad_norm, cur_lr;
+  int32_t *corpus;   /* synthetic data */
+  float *scratch;    /* 2 x scratch_n floats: the max all-reduce's buffers (one value per row) */
+  long scratch_n;
+  int64_t corpus_len, vocab;
+};
+
+/* Stops this rank (and, through the transport, every other) with one line. */
+void prt_die(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+uint64_t prt_mix64(uint64_t z);
+
+#endif
