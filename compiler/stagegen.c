@@ -39,6 +39,9 @@ typedef struct Gen {
   int *prod;        /* per tensor: the op that writes it (the graph records forward producers only), -1 for inputs */
   int64_t N, B, T;
   int64_t *poff;    /* per param: offset in floats in the parameter vector, -1 if not on this rank */
+  int gen;          /* lowering the generation functions: one token per beam, KV caches */
+  int64_t *kv_off;  /* generation: per op, its KV cache's offset in the generation region */
+  int64_t maxT;     /* generation: positions a KV cache holds */
   char *err;
   size_t errlen;
 } Gen;
@@ -218,7 +221,10 @@ static void lower_op(Gen *G, SFunc *f, const Chunk *c, int i) {
   SCall *k;
 #define T(x) At(G, k, c, (x), 0)
   switch (o->kind) {
-  case OP_POSITIONS: k = call(G, f, "k_positions", "pii", what), T(o->out), Ai(k, N), Ai(k, G->T); break;
+  case OP_POSITIONS:
+    if (G->gen) k = call(G, f, "k_positions_at", "pim", what), T(o->out), Ai(k, N), Amb(k); /* mb is the position */
+    else k = call(G, f, "k_positions", "pii", what), T(o->out), Ai(k, N), Ai(k, G->T);
+    break;
   case OP_EMBEDDING:
     if (o->tp > 1) {
       k = call(G, f, "prt_vp_embedding_forward", "cpppiil", what);
@@ -250,10 +256,14 @@ static void lower_op(Gen *G, SFunc *f, const Chunk *c, int i) {
     KAttn ka;
     opgraph_attn(g, i, (int)G->B, (int)G->T, &ka);
     int kv = ka.HS * ka.NH_kv;
-    k = call(G, f, "k_attention_forward", "pppppk", what);
+    k = call(G, f, G->gen ? "k_attention_decode" : "k_attention_forward", G->gen ? "ppppppmk" : "pppppk", what);
     T(o->out), Aaux(k, c, i, 0), T(o->in[0]);
     if (o->nin == 2) At(G, k, c, o->in[1], 0), At(G, k, c, o->in[1], (int64_t)kv * 4);
     else At(G, k, c, o->in[0], (int64_t)w * 4), At(G, k, c, o->in[0], (int64_t)(w + kv) * 4);
+    if (G->gen) { /* the cache holds maxT positions: Tk */
+      A(k, 'p', SB_SLOT, G->kv_off[i], 0), Amb(k);
+      ka.Tk = (int)G->maxT, ka.T = 1, ka.causal = 0;
+    }
     A(k, 'k', SB_ARENA, Kconst(G, &ka), 0);
     break;
   }
@@ -263,6 +273,10 @@ static void lower_op(Gen *G, SFunc *f, const Chunk *c, int i) {
   case OP_MUL: k = call(G, f, "k_mul", "pppl", what), T(o->out), T(o->in[0]), T(o->in[1]), Al(k, n); break;
   case OP_SCALE: k = call(G, f, "k_scale_copy", "pplf", what), T(o->out), T(o->in[0]), Al(k, n), Af(k, o->scalar); break;
   case OP_DROPOUT:
+    if (G->gen) { /* off when generating */
+      k = call(G, f, "k_copy", "ppl", what), T(o->out), T(o->in[0]), Al(k, n);
+      break;
+    }
     k = call(G, f, "prt_dropout_forward", "cpplfim", what);
     Actx(k), T(o->out), T(o->in[0]), Al(k, n), Af(k, o->scalar), Ai(k, i), Amb(k);
     break;
@@ -386,6 +400,146 @@ static void bprintf(Buf *b, const char *fmt, ...) {
 /* tag of a point-to-point message: direction, receiving stage, microbatch, tensor */
 static int64_t msg_tag(int backward, int stage, int mb, int k) {
   return ((int64_t)k << 28) | ((int64_t)backward << 27) | ((int64_t)(stage & 1023) << 17) | (mb & 0x1FFFF);
+}
+
+/* ---- generation: pipec_c<stage>_g(ctx, arena, gen, pos) runs the forward
+   of a chunk for one new token of each beam (rows = beams), reading and
+   extending a KV cache per attention in the generation region `gen` (a
+   separate allocation: caches, then one workspace the chunks share), and
+   pipec_gen(ctx, arena, gen, pos) runs this rank's chunks in stage order
+   with their receives and sends. Only the ops the logits need are lowered
+   (no loss). The manifest's `gen` lines give the runtime the region's size,
+   the caches (to reorder beams) and where the logits are. ---- */
+static int gen_sort_int(const void *x, const void *y) { return *(const int *)x - *(const int *)y; }
+
+static int lower_gen(Gen *G0, const Chunk *ch, int nc, const int *mine, Buf *m) {
+  const OpGraph *g = G0->g;
+  Arena *a = G0->a;
+  int ns = G0->s->nstages, logits = -1, why = 0;
+  for (int i = 0; i < g->nfwd; i++)
+    if (g->op[i].kind == OP_XENT) logits = g->op[i].in[0];
+  if (g->loss < 0) logits = g->output;
+  if (logits < 0 || g->tokens < 0) why = 1;
+  for (int i = 0; i < g->nfwd && !why; i++)
+    if (g->op[i].kind == OP_ATTENTION && (g->op[i].nin == 2 || !g->op[i].causal)) why = 2;
+  if (why) {
+    bprintf(m, "gen none %s\n", why == 1 ? "the model has no token input and logits" : "only causal self-attention can be decoded token by token");
+    return 0;
+  }
+  Gen G1 = *G0, *G = &G1;
+  G->gen = 1;
+  G->B = G->N = !strcmp(G0->p->sampling, "beam") ? G0->p->beams : 1, G->T = 1;
+  G->maxT = G0->T;
+  for (int i = 0; i < g->nfwd; i++) /* the position embedding's rows, when there is one */
+    if (g->op[i].kind == OP_EMBEDDING && g->op[i].weight >= 0 && G0->prod[g->op[i].in[0]] >= 0 &&
+        g->op[G0->prod[g->op[i].in[0]]].kind == OP_POSITIONS)
+      G->maxT = g->param[g->op[i].weight].full_rows;
+  char *need = arena_alloc(a, (size_t)g->nt + 1), *op_need = arena_alloc(a, (size_t)g->nfwd + 1);
+  need[logits] = 1;
+  for (int i = g->nfwd - 1; i >= 0; i--) {
+    if (g->op[i].out < 0 || !need[g->op[i].out]) continue;
+    op_need[i] = 1;
+    int r[16], nr = op_reads(g, i, r);
+    for (int k = 0; k < nr; k++) need[r[k]] = 1;
+  }
+  G->kv_off = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nop + 1));
+  int64_t kv_top = 0, ws_top = 0;
+  Chunk *gc = arena_alloc(a, sizeof(Chunk) * (size_t)(nc + 1));
+  int **ops = arena_alloc(a, sizeof(int *) * (size_t)(nc + 1)), *nops = arena_alloc(a, sizeof(int) * (size_t)(nc + 1));
+  for (int ci = 0; ci < nc; ci++) {
+    const Chunk *c = &ch[ci];
+    Chunk *x = &gc[ci];
+    x->stage = c->stage;
+    x->loc = arena_alloc(a, (size_t)g->nt + 1);
+    x->off = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nt + 1));
+    x->aux = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nop + 1));
+    ops[ci] = arena_alloc(a, sizeof(int) * (size_t)(c->nf + 1));
+    for (int q = 0; q < c->nf; q++)
+      if (op_need[c->fops[q]]) ops[ci][nops[ci]++] = c->fops[q];
+    for (int q = 0; q < nops[ci]; q++) {
+      int i = ops[ci][q], r[16], nr = op_reads(g, i, r);
+      x->loc[g->op[i].out] = LOC_WS;
+      for (int k = 0; k < nr; k++) {
+        int pr = G->prod[r[k]];
+        if (pr >= 0 && G->chunk_of_op[pr] == c->stage) continue;
+        if (pr >= 0 && G->chunk_of_op[pr] != c->stage - 1)
+          return fail(G, "tensor '%s' goes from stage %d to stage %d; pipec passes tensors only between neighbouring stages",
+                      g->t[r[k]].what ? g->t[r[k]].what : "?", G->chunk_of_op[pr], c->stage);
+        x->loc[r[k]] = LOC_WS;
+        push_int(a, &x->recv_f, &x->nrf, r[k]); /* received, or (pr < 0) the token ids */
+      }
+    }
+    for (int i = 0; i < g->nfwd; i++) { /* what the next chunk reads */
+      int st = G->chunk_of_op[i];
+      if (!op_need[i] || st == c->stage) continue;
+      int r[16], nr = op_reads(g, i, r);
+      for (int k = 0; k < nr; k++)
+        if (G->prod[r[k]] >= 0 && G->chunk_of_op[G->prod[r[k]]] == c->stage) push_int(a, &x->send_f, &x->nsf, r[k]);
+    }
+    if (x->loc[logits]) push_int(a, &x->send_f, &x->nsf, logits); /* alive to the end: the runtime reads it */
+    qsort(x->recv_f, (size_t)x->nrf, sizeof(int), gen_sort_int);
+    qsort(x->send_f, (size_t)x->nsf, sizeof(int), gen_sort_int);
+    int64_t top = pack_pass(G, x, ops[ci], nops[ci], x->recv_f, x->nrf, x->send_f, x->nsf);
+    for (int q = 0; q < nops[ci]; q++) {
+      const OgOp *o = &g->op[ops[ci][q]];
+      x->aux[ops[ci][q]] = -1;
+      if (has_aux(o)) x->aux[ops[ci][q]] = top, top += align64(aux_bytes(G, o));
+      if (o->kind == OP_ATTENTION) {
+        KAttn ka;
+        opgraph_attn(g, ops[ci][q], 1, 1, &ka);
+        G->kv_off[ops[ci][q]] = kv_top;
+        int64_t beam_bytes = 2 * G->maxT * ka.NH_kv * ka.HS * 4;
+        bprintf(m, "genkv %lld %lld\n", (long long)kv_top, (long long)beam_bytes);
+        kv_top += align64(beam_bytes * G->B);
+      }
+    }
+    if (top > ws_top) ws_top = top;
+  }
+  /* the workspace after the caches: offsets become relative to the region */
+  for (int ci = 0; ci < nc; ci++) {
+    for (int t = 0; t < g->nt; t++)
+      if (gc[ci].loc[t]) gc[ci].loc[t] = LOC_SLOT, gc[ci].off[t] += kv_top;
+    for (int q = 0; q < nops[ci]; q++)
+      if (gc[ci].aux[ops[ci][q]] >= 0) gc[ci].aux[ops[ci][q]] += kv_top;
+  }
+  StageProgram *sp = G->sp;
+  for (int ci = 0; ci < nc; ci++) {
+    Chunk *x = &gc[ci];
+    SFunc *f = new_func(G, "pipec_c%d_g", x->stage);
+    if (x->loc[g->tokens]) {
+      SCall *k = call(G, f, "prt_gen_tokens", "cp", "data");
+      Actx(k), At(G, k, x, g->tokens, 0);
+    }
+    for (int q = 0; q < nops[ci]; q++) lower_op(G, f, x, ops[ci][q]);
+  }
+  SFunc *f = new_func(G, "pipec_gen", 0);
+  for (int st = 0; st < ns; st++) {
+    if (mine[st] < 0) continue;
+    Chunk *x = &gc[mine[st]];
+    for (int q = 0; q < x->nrf; q++) {
+      int t = x->recv_f[q];
+      if (G->prod[t] < 0) continue;
+      SCall *k = call(G, f, "prt_pp_recv", "ciipl", "receive");
+      Actx(k), Ai(k, G->s->stage_rank[st - 1]), Ai(k, 0x40000000 | (st & 1023) << 16 | (t & 0xFFFF));
+      At(G, k, x, t, 0), Al(k, tbytes(G, t));
+    }
+    char fn[64];
+    snprintf(fn, sizeof fn, "pipec_c%d_g", st);
+    SCall *k = call(G, f, arena_strdup(a, fn), "cppi", "compute");
+    Actx(k), A(k, 'p', SB_ARENA, 0, 0), A(k, 'p', SB_SLOT, 0, 0), Amb(k);
+    for (int q = 0; q < x->nsf; q++) {
+      int t = x->send_f[q];
+      if (t == logits && st == ns - 1) continue;
+      k = call(G, f, "prt_pp_send", "ciipl", "send");
+      Actx(k), Ai(k, G->s->stage_rank[st + 1]), Ai(k, 0x40000000 | ((st + 1) & 1023) << 16 | (t & 0xFFFF));
+      At(G, k, x, t, 0), Al(k, tbytes(G, t));
+    }
+  }
+  int last = mine[ns - 1] >= 0;
+  bprintf(m, "gen beams %lld maxt %lld bytes %lld logits %lld width %d\n", (long long)G->B, (long long)G->maxT,
+          (long long)(kv_top + align64(ws_top)), last ? (long long)gc[mine[ns - 1]].off[logits] : -1LL, g->t[logits].width);
+  (void)sp;
+  return 0;
 }
 
 StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipeline, const Schedule *s, int pp_rank, char *err,
@@ -591,7 +745,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   sp->total = off;
 
   /* functions */
-  sp->func = arena_alloc(a, sizeof(SFunc) * (size_t)(3 * nc + 1));
+  sp->func = arena_alloc(a, sizeof(SFunc) * (size_t)(4 * nc + 2));
   for (int ci = 0; ci < nc; ci++) {
     Chunk *c = &ch[ci];
     SFunc *f = new_func(G, "pipec_c%d_f", c->stage);
@@ -702,6 +856,17 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   }
   bprintf(&m, "train steps %lld seed %lld lr %.17g min_lr %.17g warmup %lld schedule %s clip %.17g\n", (long long)p->steps,
           (long long)p->seed, p->lr, p->min_lr, (long long)p->warmup, p->lr_schedule ? p->lr_schedule : "constant", p->grad_clip);
+  { /* generation defaults (the infer section); strings in hex, so any text fits on the line */
+    const char *str[2] = {p->prompt, p->weights};
+    bprintf(&m, "infer max_new_tokens %lld sampling %s top_k %lld top_p %.17g beams %lld temperature %.17g seed %lld", (long long)p->max_new_tokens,
+            p->sampling, (long long)p->top_k, p->top_p, (long long)p->beams, p->temperature, (long long)p->infer_seed);
+    for (int k = 0; k < 2; k++) {
+      bprintf(&m, k ? " weights " : " prompt ");
+      if (!str[k] || !*str[k]) bprintf(&m, "-");
+      for (const unsigned char *q = (const unsigned char *)str[k]; q && *q; q++) bprintf(&m, "%02x", *q);
+    }
+    bprintf(&m, "\n");
+  }
   bprintf(&m, "optimizer %s beta1 %.17g beta2 %.17g eps %.17g weight_decay %.17g momentum %.17g\n", p->optimizer, p->beta1, p->beta2,
           p->opt_eps, p->weight_decay, p->momentum);
   bprintf(&m, "arena %lld params %lld grads %lld optim %lld slots %lld nslots %d slot_bytes %lld ws %lld ws_bytes %lld floats %lld\n",
@@ -737,6 +902,10 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     for (int r = 0; r < s->nranks; r++)
       if (held[r]) bprintf(&m, " %d", r);
     bprintf(&m, "\n");
+  }
+  if (lower_gen(G, ch, nc, mine, &m)) {
+    free(m.s);
+    return NULL;
   }
   bprintf(&m, "end\n");
   sp->manifest = arena_strdup(a, m.s);

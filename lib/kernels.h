@@ -77,6 +77,14 @@ typedef struct KAttn {
   int q_stride, kv_stride, out_stride;
 } KAttn;
 void k_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const KAttn *a);
+/* one decoding step with a KV cache: for each of a->B rows (beams), the
+ * new key and value (k, v with a->kv_stride) go to position pos of that
+ * row's cache (kv + b * 2 * a->Tk * kvw: keys [Tk][kvw], then values
+ * [Tk][kvw], kvw = NH_kv * HS), then the row's query (q, a->q_stride)
+ * attends to cache positions 0..pos. a->T must be 1 and pos < a->Tk.
+ * lse: a->B * NH floats of scratch. Same arithmetic as k_attention_forward
+ * for the last row of a causal sequence of pos + 1 tokens. */
+void k_attention_decode(float *out, float *lse, const float *q, const float *k, const float *v, float *kv, int pos, const KAttn *a);
 /* dq, dk, dv written with the same strides as q, k, v */
 void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                           const float *q, const float *k, const float *v, const KAttn *a);
@@ -94,6 +102,7 @@ void k_sub(float *out, const float *a, const float *b, long n);       /* out = a
 void k_copy(float *out, const float *inp, long n);                     /* out = inp (may alias) */
 void k_scale_copy(float *out, const float *inp, long n, float s);      /* out = inp * s */
 void k_positions(int32_t *out, int N, int T);                          /* out[r] = r % T */
+void k_positions_at(int32_t *out, int N, int pos);                     /* out[r] = pos */
 /* out (N, C) = inp + bias (C), one row-parallel linear's bias after its all-reduce */
 void k_bias_add(float *out, const float *inp, const float *bias, int N, int C);
 /* dbias (C) += column sums of dout (N, C) */

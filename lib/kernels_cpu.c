@@ -901,6 +901,22 @@ void k_scale_copy(float *out, const float *inp, long n, float s) {
   for (long i = 0; i < n; i++) out[i] = inp[i] * s;
 }
 
+void k_positions_at(int32_t *out, int N, int pos) {
+  for (int r = 0; r < N; r++) out[r] = pos;
+}
+
+void k_attention_decode(float *out, float *lse, const float *q, const float *k, const float *v, float *kv, int pos, const KAttn *a) {
+  const int kvw = a->NH_kv * a->HS;
+  const size_t beam = 2 * (size_t)a->Tk * (size_t)kvw;
+  for (int b = 0; b < a->B; b++) {
+    float *kc = kv + (size_t)b * beam, *vc = kc + (size_t)a->Tk * kvw;
+    memcpy(kc + (size_t)pos * kvw, k + (size_t)b * a->kv_stride, sizeof(float) * (size_t)kvw);
+    memcpy(vc + (size_t)pos * kvw, v + (size_t)b * a->kv_stride, sizeof(float) * (size_t)kvw);
+    KAttn one = {1, 1, pos + 1, a->NH, a->NH_kv, a->HS, 0, a->q_stride, kvw, a->out_stride};
+    k_attention_forward(out + (size_t)b * a->out_stride, lse + (size_t)b * a->NH, q + (size_t)b * a->q_stride, kc, vc, &one);
+  }
+}
+
 void k_positions(int32_t *out, int N, int T) {
   for (int r = 0; r < N; r++) out[r] = r % T;
 }

@@ -536,7 +536,7 @@ on_cpu:
   if (why && whylen) snprintf(why, whylen, "%s", reason);
   if (require) die(rank, "PIPEC_DEVICE=%s but %s", mode, reason);
   fflush(stdout);
-  fprintf(stderr, "pipec: rank %d: %s; running on the CPU\n", rank, reason);
+  if (local_rank == 0) fprintf(stderr, "pipec: rank %d: %s; running on the CPU\n", rank, reason); /* once per machine */
   return NULL;
 }
 

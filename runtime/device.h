@@ -5,8 +5,9 @@
  * Contract.
  * - prt_device_open(rank, local_rank, why, whylen) dlopens libcuda.so.1.
  *   With no driver, a driver without a usable device (cuInit fails), zero
- *   devices, or PIPEC_DEVICE=cpu it returns NULL after printing exactly one
- *   line to stderr, "pipec: rank R: <why>; running on the CPU", e.g.
+ *   devices, or PIPEC_DEVICE=cpu it returns NULL after printing, on local
+ *   rank 0 only (once per machine), one line to stderr,
+ *   "pipec: rank R: <why>; running on the CPU", e.g.
  *     pipec: rank 0: no CUDA driver (libcuda.so.1: cannot open shared object file: No such file or directory); running on the CPU
  *     pipec: rank 0: no usable CUDA device (cuInit: CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected); running on the CPU
  *     pipec: rank 0: no CUDA device (cuDeviceGetCount: 0 devices); running on the CPU

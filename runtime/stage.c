@@ -292,14 +292,21 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   g_ctx = c;
   parse_manifest(c, manifest);
   int64_t log_every = 1;
+  int gen_argc = 0;
+  char **gen_argv = NULL;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--steps") && i + 1 < argc) c->steps = arg_count(argv[++i], "--steps");
+    if (!strcmp(argv[i], "--generate")) { /* the options after it are generation's */
+      gen_argc = argc - i, gen_argv = argv + i;
+      break;
+    } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) c->steps = arg_count(argv[++i], "--steps");
     else if (!strcmp(argv[i], "--log-every") && i + 1 < argc) log_every = arg_count(argv[++i], "--log-every");
     else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       printf("usage: %s [--steps N] [--log-every N]\n"
+             "       %s --generate [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--sampling greedy|top_k:K|top_p:P|beam:N]\n"
+             "                     [--temperature X] [--seed N] [--weights PATH] [--tokenizer DIR] [--ids]\n"
              "A stage program of %s made by pipec; start every rank with\n"
              "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
-             argv[0], c->model, c->world, c->world);
+             argv[0], argv[0], c->model, c->world, c->world);
       return 0;
     } else {
       fprintf(stderr, "pipec: unknown option '%s' (try --help)\n", argv[i]);
@@ -374,6 +381,12 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     ParamShape sh = {p->shard, p->rows, p->cols, p->full_rows, p->full_cols, p->q_rows, p->kv_rows};
     param_shard_copy(&sh, c->tp, c->tp_rank, w, (float *)(c->arena + c->params_off) + p->off);
     free(w);
+  }
+  if (gen_argv) {
+    int rc = prt_generate(c, manifest, gen_argc, gen_argv);
+    prt_comm_finalize(c->comm);
+    prt_store_close(c->store);
+    return rc;
   }
   make_corpus(c);
   c->scratch_n = (long)(c->mbrows * c->seq);

@@ -53,5 +53,8 @@ struct PrtCtx {
 /* Stops this rank (and, through the transport, every other) with one line. */
 void prt_die(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 uint64_t prt_mix64(uint64_t z);
+/* `launch --generate ...`: generation with this stage program (generate.c);
+   argv[0] is "--generate", the options follow. */
+int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv);
 
 #endif

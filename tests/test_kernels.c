@@ -693,6 +693,31 @@ static void test_attention(const AttCase *tc) {
   free(dqb), free(dkvb), free(dout_d), free(dqb_d), free(dkvb_d);
 }
 
+/* decoding with a KV cache, one position at a time, gives each row of the
+   causal attention over the whole sequence (packed q|k|v, B rows as beams) */
+static void test_attention_decode(int Bb, int Tn, int nh, int nkv, int hs) {
+  const int Cq = nh * hs, Ckv = nkv * hs, stride = Cq + 2 * Ckv;
+  KAttn a = {Bb, Tn, Tn, nh, nkv, hs, 1, stride, stride, Cq};
+  float *qkv = rnd_new((long)Bb * Tn * stride, 1.5f, 0), *full = nan_new((long)Bb * Tn * Cq), *lse = nan_new((long)Bb * nh * Tn);
+  k_attention_forward(full, lse, qkv, qkv + Cq, qkv + Cq + Ckv, &a);
+  /* the decoder sees row (b, t) of every beam at step t: gather them */
+  float *step = nan_new((long)Bb * stride), *out = nan_new((long)Bb * Cq), *kv = nan_new(2L * Bb * Tn * Ckv), *l2 = nan_new((long)Bb * nh);
+  KAttn d = {Bb, 1, Tn, nh, nkv, hs, 0, stride, stride, Cq};
+  double worst = 0;
+  for (int t = 0; t < Tn; t++) {
+    for (int b = 0; b < Bb; b++) memcpy(step + (long)b * stride, qkv + ((long)b * Tn + t) * stride, sizeof(float) * stride);
+    k_attention_decode(out, l2, step, step + Cq, step + Cq + Ckv, kv, t, &d);
+    for (int b = 0; b < Bb; b++)
+      for (int c = 0; c < Cq; c++) {
+        double e = fabs((double)out[(long)b * Cq + c] - full[((long)b * Tn + t) * Cq + c]);
+        if (e > worst) worst = e;
+      }
+  }
+  CHECK(worst < 1e-5, "attention decode (B %d, T %d, NH %d, NH_kv %d): worst difference to the causal forward %.3g", Bb, Tn, nh, nkv, worst);
+  printf("  attention decode B=%d T=%d NH=%d NH_kv=%d: worst |decode - causal| %.2g\n", Bb, Tn, nh, nkv, worst);
+  free(qkv), free(full), free(lse), free(step), free(out), free(kv), free(l2);
+}
+
 /* ------------------------------------------------------------------------ */
 /* cross-entropy                                                            */
 
@@ -835,6 +860,8 @@ int main(void) {
       {"cross T=70 Tk=130 (tiles)", 1, 70, 130, 2, 2, 8, 0, 0, 3},
   };
   for (size_t i = 0; i < sizeof att / sizeof att[0]; i++) test_attention(&att[i]);
+  test_attention_decode(3, 70, 4, 4, 8);
+  test_attention_decode(2, 20, 4, 2, 16);
   test_crossentropy(N, V, 4.0f);
   test_crossentropy(3, 50257, 8.0f);
   test_adamw();

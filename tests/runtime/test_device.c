@@ -158,9 +158,10 @@ static PrtDevice *open_or_die(void) {
 
 /* --------------------------------------------------------------- cases */
 
-static int case_open(void) {
+static int case_open(void) { /* world rank 3, local rank 5 unless TEST_LOCAL_RANK says */
   char why[512] = "unset";
-  PrtDevice *d = prt_device_open(3, 5, why, sizeof why);
+  const char *lr = getenv("TEST_LOCAL_RANK");
+  PrtDevice *d = prt_device_open(3, lr ? atoi(lr) : 5, why, sizeof why);
   printf("device=%s sm=%d why=%s\n", d ? prt_device_name(d) : "NULL", prt_device_sm(d), why);
   printf("libcuda loaded: %s\n", dlopen(CUDA_LIB, RTLD_NOW | RTLD_NOLOAD) ? "yes" : "no");
   prt_device_close(d);
@@ -534,7 +535,7 @@ int main(int argc, char **argv) {
 
   /* no driver at all: only where this machine has none */
   case_name = "no driver";
-  r = run(self, "open", NULL, NULL);
+  r = run(self, "open", NULL, (const char *[]){"TEST_LOCAL_RANK=0", NULL});
   if (strstr(r->err, "no CUDA driver")) {
     EXPECT_RUN(r, 0,
                "pipec: rank 3: no CUDA driver (libcuda.so.1: cannot open shared object file: No such file or "
@@ -547,12 +548,16 @@ int main(int argc, char **argv) {
   }
 
   case_name = "PIPEC_DEVICE=cpu";
-  r = run(self, "open", fake, (const char *[]){"PIPEC_DEVICE=cpu", NULL});
+  r = run(self, "open", fake, (const char *[]){"PIPEC_DEVICE=cpu", "TEST_LOCAL_RANK=0", NULL});
   EXPECT_RUN(r, 0, "pipec: rank 3: PIPEC_DEVICE=cpu; running on the CPU\n");
+  case_name = "the CPU line once per machine: local rank 5 stays quiet";
+  r = run(self, "open", fake, (const char *[]){"PIPEC_DEVICE=cpu", NULL});
+  EXPECT_RUN(r, 0, "");
+  case_name = "PIPEC_DEVICE=cpu";
   CHECK(!strcmp(r->out, "device=NULL sm=0 why=PIPEC_DEVICE=cpu\nlibcuda loaded: no\n"), "cpu: stdout %s", r->out);
 
   case_name = "cuInit fails";
-  r = run(self, "open", fake, (const char *[]){"FAKE_CUDA_INIT=100", NULL});
+  r = run(self, "open", fake, (const char *[]){"FAKE_CUDA_INIT=100", "TEST_LOCAL_RANK=0", NULL});
   EXPECT_RUN(r, 0,
              "pipec: rank 3: no usable CUDA device (cuInit: CUDA_ERROR_NO_DEVICE: no CUDA-capable device is "
              "detected); running on the CPU\n");
@@ -560,11 +565,11 @@ int main(int argc, char **argv) {
         "cuInit: stdout %s", r->out);
 
   case_name = "cuInit fails with an unnamed code";
-  r = run(self, "open", fake, (const char *[]){"FAKE_CUDA_INIT=12345", NULL});
+  r = run(self, "open", fake, (const char *[]){"FAKE_CUDA_INIT=12345", "TEST_LOCAL_RANK=0", NULL});
   EXPECT_RUN(r, 0, "pipec: rank 3: no usable CUDA device (cuInit: CUDA error 12345: unknown error); running on the CPU\n");
 
   case_name = "zero devices";
-  r = run(self, "open", fake, (const char *[]){"FAKE_CUDA_DEVICES=0", NULL});
+  r = run(self, "open", fake, (const char *[]){"FAKE_CUDA_DEVICES=0", "TEST_LOCAL_RANK=0", NULL});
   EXPECT_RUN(r, 0, "pipec: rank 3: no CUDA device (cuDeviceGetCount: 0 devices); running on the CPU\n");
 
   case_name = "PIPEC_DEVICE=cuda without a device";

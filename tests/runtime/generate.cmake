@@ -1,0 +1,8 @@
+# Generation with the stage programs (launch --generate): the same tokens in
+# every layout, sampling seeds, errors. Label `stage` (multi-process; not
+# run under the sanitizers).
+if(NOT PIPEC_FUZZ)
+  add_test(NAME stage-generate COMMAND sh ${PIPEC_TESTS}/stage/generate.sh $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR}
+                                       ${CMAKE_CURRENT_BINARY_DIR}/stage-generate)
+  set_tests_properties(stage-generate PROPERTIES LABELS "stage" TIMEOUT 600)
+endif()
