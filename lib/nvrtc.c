@@ -354,7 +354,7 @@ int nvrtc_compile(const char *name, const char *source, const char *arch, const 
 
 /* File layout: "PIPECNV1", then little-endian u64 key, u64 payload size,
  * u64 FNV-1a of the payload, then the payload. */
-#define CACHE_MAGIC "PIPECNV1"
+#define CACHE_MAGIC "PIPECNV2" /* 2: the key ignores comments */
 enum { CACHE_HEADER = 32, DIR_LEN = 1024 };
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
@@ -368,6 +368,31 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 
 /* hash a string and its terminating NUL, so ("ab","c") != ("a","bc") */
 static uint64_t fnv1a_str(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
+
+/* The source without its comments (their newlines kept, so line numbers
+   agree): pipec's kernel files differ between stages only in comments
+   naming the modules that use each kernel, and those share one entry. */
+static uint64_t fnv1a_code(uint64_t h, const char *s) {
+  char quote = 0;
+  for (; *s; s++) {
+    if (quote) { /* inside a string or character literal */
+      h = fnv1a(h, s, 1);
+      if (*s == '\\' && s[1]) h = fnv1a(h, ++s, 1);
+      else if (*s == quote) quote = 0;
+    } else if (s[0] == '/' && s[1] == '/') {
+      while (s[1] && s[1] != '\n') s++;
+    } else if (s[0] == '/' && s[1] == '*') {
+      for (s += 2; *s && !(s[0] == '*' && s[1] == '/'); s++)
+        if (*s == '\n') h = fnv1a(h, s, 1);
+      if (!*s) break;
+      s++;
+    } else {
+      if (*s == '"' || *s == '\'') quote = *s;
+      h = fnv1a(h, s, 1);
+    }
+  }
+  return fnv1a(h, "", 1);
+}
 
 static void put_u64(unsigned char *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
@@ -416,7 +441,7 @@ static uint64_t cache_key(const char *name, const char *source, const char *arch
   for (int i = 0; i < nopts; i++) h = fnv1a_str(h, opts[i]);
   h = fnv1a(h, &nopts, sizeof nopts); /* the count ends the option list */
   h = fnv1a_str(h, name);
-  return fnv1a_str(h, source);
+  return fnv1a_code(h, source);
 }
 
 /* The cache directory, the file in it for these arguments and its key; 0 on success. */

@@ -230,7 +230,25 @@ static void test_cache(const char *base_src) {
   char path[1200];
   size_t n = strlen(base_src);
   char *src = malloc(n + 64);
-  snprintf(src, n + 64, "%s\n/* changed: a new source */\n", base_src);
+  snprintf(src, n + 64, "%s\n__device__ int pipec_cache_test_changed;\n", base_src);
+
+  /* comments do not count (stages whose kernels differ only in the modules
+     their comments name share one entry); code, strings and characters do */
+  char p1[1200], p2[1200];
+  static const char *const same[][2] = {{"int a; /* x */\nint b; // y\n", "int a; /* other\n */int b; // z\n"},
+                                        {"int a;\n", "int a;// /* */\n"}};
+  static const char *const differ[][2] = {{"const char *s = \"//a\";\n", "const char *s = \"//b\";\n"},
+                                          {"const char *s = \"/*\\\"*/ x\";\n", "const char *s = \"/*\\\"*/ y\";\n"},
+                                          {"char c = '/'; int a;\n", "char c = '/'; int b;\n"},
+                                          {"int a; /* x */\nint b;\n", "int a; /* x */ int b;\n"}};
+  for (int i = 0; i < 2; i++)
+    CHECK(nvrtc_cache_path("k.cu", same[i][0], "sm_90", NULL, p1, sizeof p1) == 0 &&
+              nvrtc_cache_path("k.cu", same[i][1], "sm_90", NULL, p2, sizeof p2) == 0 && !strcmp(p1, p2),
+          "sources differing in comments only must share a cache entry (case %d)", i);
+  for (int i = 0; i < 4; i++)
+    CHECK(nvrtc_cache_path("k.cu", differ[i][0], "sm_90", NULL, p1, sizeof p1) == 0 &&
+              nvrtc_cache_path("k.cu", differ[i][1], "sm_90", NULL, p2, sizeof p2) == 0 && strcmp(p1, p2),
+          "sources differing in code, strings or lines must not share a cache entry (case %d)", i);
 
   CHECK(cached_runs(base_src, NULL, &o, &rc) == 0 && o.from_cache, "the unchanged source must hit");
   nvrtc_output_free(&o);
