@@ -1,6 +1,9 @@
 #!/bin/sh
-# generate.sh PIPEC SRC OUT — generation with the stage programs (launch --generate).
+# generate.sh PIPEC SRC OUT REFERENCE — generation with the stage programs (launch --generate).
 #
+#  0. Greedy decoding with the KV cache gives the tokens the reference
+#     executor gives when it reruns the whole sequence for every token
+#     (REFERENCE: tests/stage/gen_reference.c).
 #  1. Greedy decoding of gpt2-tiny (seed weights, a prompt of token ids)
 #     gives the same tokens on 1 rank, pp 2 x tp 2, pp 2 with 2 chunks per
 #     rank (interleaved), and dp 2; so do top-k sampling with a seed, and
@@ -9,7 +12,7 @@
 #  3. Errors: a prompt id outside the vocabulary, a beam count the build
 #     was not compiled for, an unknown option.
 set -u
-pipec=$1 src=$2 out=$3
+pipec=$1 src=$2 out=$3 reference=$4
 pass=0 fail=0
 ok() { echo "ok $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL $1"; fail=$((fail + 1)); }
@@ -40,6 +43,9 @@ variant beam-pp2tp2 "parallel { tp = 2   pp = 2 }" "split { layers.2: BEGINNING 
 ref=$(gen r1 greedy --max-new-tokens 24)
 [ "$(echo "$ref" | wc -w)" -eq 24 ] && ok "1 rank: 24 greedy tokens ($ref)" || { bad "1 rank greedy: '$ref'"; cat "$out/r1.greedy.err"; }
 grep -q "tokens/s" "$out/r1.greedy.out" && ok "tokens/s reported" || bad "no tokens/s line"
+want=$("$reference" "$out/r1.pipe" 5,17,300,42 24)
+[ -n "$want" ] && [ "$ref" = "$want" ] && ok "KV-cache decoding equals the reference executor's full forward per token" ||
+  bad "1 rank: '$ref', the reference executor: '$want'"
 for v in pp2tp2 inter dp2; do
   got=$(gen $v greedy --max-new-tokens 24)
   [ -n "$got" ] && [ "$got" = "$ref" ] && ok "$v: greedy tokens equal 1 rank's" || { bad "$v greedy: '$got' vs '$ref'"; tail -3 "$out/$v.greedy.err"; }
