@@ -1,7 +1,9 @@
 /* build.c — `pipec FILE -o DIR`: the directory a user launches.
  *
  * Writes DIR/plan.json, DIR/schedule.txt, one executable per pipeline rank
- * (DIR/<model>-stage<k>) and DIR/launch. Each stage is lowered
+ * (DIR/<model>-stage<k>), or, when pipelines differ in shape (templates),
+ * one per pipeline j and pipeline rank k (DIR/<model>-p<j>-stage<k>), and
+ * DIR/launch. Each stage is lowered
  * (compiler/stagegen.c), emitted and compiled through LLVM
  * (compiler/llvmgen.c) and linked with the runtime. A stage whose inputs
  * (its lowered program, the embedded kernels, the runtime library and

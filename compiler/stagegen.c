@@ -715,7 +715,8 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
         if (G->poff[q] < 0) continue;
         int e = q;
         while (e + 1 < g->nparam && G->poff[e + 1] >= 0 && !strcmp(grp[e + 1], grp[q])) {
-          if (G->poff[e + 1] != G->poff[e] + psize(&g->param[e])) return fail(G, "parameters %d and %d are not adjacent on pipeline %d rank %d (internal)", e, e + 1, pipeline, pp_rank), NULL;
+          if (G->poff[e + 1] != G->poff[e] + psize(&g->param[e]))
+            return fail(G, "parameters %d and %d are not adjacent on pipeline %d rank %d (internal)", e, e + 1, pipeline, pp_rank), NULL;
           e++;
         }
         cl = call(G, step, "prt_grad_allreduce", "cipl", "gradients");
