@@ -361,9 +361,10 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     return 1;
   }
   if (c->rk_pp[me] != c->stage || (c->templates && c->rk_pipe[me] != c->pipeline)) {
-    fprintf(stderr, "pipec: rank %d runs pipeline %d rank %d, but this is the program of %s%d rank %d (%s); start the job with the launch program\n",
-            me, c->rk_pipe[me], c->rk_pp[me], c->templates ? "pipeline " : "every pipeline's rank ", c->templates ? c->pipeline : c->stage,
-            c->stage, argv[0]);
+    char runs[48] = "", prog[48] = ""; /* with templates, programs differ by pipeline too */
+    if (c->templates) snprintf(runs, sizeof runs, " %d", c->rk_pipe[me]), snprintf(prog, sizeof prog, " %d", c->pipeline);
+    fprintf(stderr, "pipec: rank %d runs pipeline%s rank %d, but this is the program of pipeline%s rank %d (%s); start the job with the launch program\n",
+            me, runs, c->rk_pp[me], prog, c->stage, argv[0]);
     return 1;
   }
   c->pipeline = c->rk_pipe[me], c->tp_rank = c->rk_tp[me], c->dp_rank = c->rk_pipe[me];

@@ -12,7 +12,8 @@
 #     step as 1 rank running batch 12 in 6 microbatches (relative difference
 #     <= 1e-5).
 #  4. A rebuild rebuilds nothing; launching 2 ranks stops with one line
-#     naming both numbers.
+#     naming both numbers; a program started on another pipeline's rank
+#     stops with one line naming both.
 set -u
 pipec=$1 src=$2 out=$3
 pass=0 fail=0
@@ -89,6 +90,10 @@ MASTER_PORT=$((port + 1)) timeout 60 mpirun -np 2 --bind-to none "$out/pair/laun
 rc=$?
 [ $rc -ne 0 ] && grep -q "compiled for 3 ranks.*started 2" "$out/wrong.err" &&
   ok "2 ranks for the 3-rank pair: one clear line" || { bad "wrong world: status $rc"; cat "$out/wrong.err"; }
+
+MASTER_PORT=$((port + 2)) timeout 60 mpirun -np 3 --bind-to none "$out/pair/gpt2_tiny-p1-stage1" >/dev/null 2>"$out/wrong-bin.err"
+grep -q "rank 0 runs pipeline 0 rank 0, but this is the program of pipeline 1 rank 1" "$out/wrong-bin.err" &&
+  ok "pipeline 1's program started on pipeline 0's rank: one clear line" || { bad "wrong program"; cat "$out/wrong-bin.err"; }
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
