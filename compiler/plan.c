@@ -71,9 +71,7 @@ static int layout_init(Layout *L, const Program *p, Arena *A, char *err, size_t 
       ok = pl->stages[s].first <= pl->stages[s].last && (!s || pl->stages[s].first == pl->stages[s - 1].last + 1);
     if (!ok) return fail(err, errlen, "pipeline %d does not cover modules 0 .. %d with contiguous stages", k, p->nmods - 1);
   }
-  L->grid = 1;
-  for (int k = 1; k < p->npipes; k++)
-    if (!same_stages(&p->pipes[0], &p->pipes[k])) L->grid = 0;
+  L->grid = plan_is_grid(p);
   L->tp = p->tp, L->dp = p->npipes, L->v = p->virtual_stages > 1 ? p->virtual_stages : 1;
   int64_t maxg = p->tp > p->npipes ? p->tp : p->npipes;
   if (L->grid) {
@@ -569,6 +567,12 @@ int plan_write_json(const char *path, const Program *p, char *err, size_t errlen
   free(json);
   arena_free(&A);
   return rc;
+}
+
+int plan_is_grid(const Program *p) {
+  for (int k = 1; k < p->npipes; k++)
+    if (!same_stages(&p->pipes[0], &p->pipes[k])) return 0;
+  return 1;
 }
 
 int plan_rank_table(const Program *p, int *pipeline, int *pp_rank, int *tp_rank, char *err, size_t errlen) {

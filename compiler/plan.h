@@ -56,6 +56,11 @@ int plan_print(FILE *out, const Program *p);
  * [{owner, users, groups}], module_dp [{module, groups}] (templates only)}. */
 int plan_write_json(const char *path, const Program *p, char *err, size_t errlen);
 
+/* 1 when every pipeline places the same stages (the grid layout: one
+ * program per pipeline rank serves every pipeline), 0 with templates of
+ * different shapes (one program per pipeline and pipeline rank). */
+int plan_is_grid(const Program *p);
+
 /* Each world rank's pipeline (= dp rank in the grid layout), pipeline rank
  * and tp rank (arrays of p->world entries). 0, or -1 with err. */
 int plan_rank_table(const Program *p, int *pipeline, int *pp_rank, int *tp_rank, char *err, size_t errlen);

@@ -54,6 +54,9 @@ static int fail(Gen *G, const char *fmt, ...) {
   return -1;
 }
 
+/* floats a parameter takes in the parameter vector (16-float aligned) */
+static int64_t psize(const OgParam *pp) { return (pp->rows * (pp->cols ? pp->cols : 1) + 15) / 16 * 16; }
+
 static int stage_of(const Pipeline *pl, int top) {
   for (int s = 0; s < pl->nstages; s++)
     if (top >= pl->stages[s].first && top <= pl->stages[s].last) return s;
@@ -397,6 +400,26 @@ static void bprintf(Buf *b, const char *fmt, ...) {
   }
 }
 
+/* Templates: the (pipeline/pp rank) pairs, over every pipeline, holding
+ * parameter q (an op of its stage reads it: the tied lm_head holds wte),
+ * as text ("0/0 1/0 1/1"); the same text on every rank that holds q. */
+static char *reduce_group(Gen *G, int q) {
+  const Program *p = G->p;
+  const OpGraph *g = G->g;
+  Buf b = {0};
+  bprintf(&b, "%s", "");
+  for (int j = 0; j < p->npipes; j++)
+    for (int st = 0; st < p->pipes[j].nstages; st++) {
+      int held = 0;
+      for (int i = 0; i < g->nop && !held; i++)
+        held = (g->op[i].weight == q || g->op[i].bias == q) && stage_of(&p->pipes[j], g->op[i].top) == st;
+      if (held) bprintf(&b, "%s%d/%d", b.n ? " " : "", j, st);
+    }
+  char *r = arena_strdup(G->a, b.s);
+  free(b.s);
+  return r;
+}
+
 /* tag of a point-to-point message: direction, receiving stage, microbatch, tensor */
 static int64_t msg_tag(int backward, int stage, int mb, int k) {
   return ((int64_t)k << 28) | ((int64_t)backward << 27) | ((int64_t)(stage & 1023) << 17) | (mb & 0x1FFFF);
@@ -557,6 +580,9 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     return NULL;
   }
   int ns = s->nstages;
+  /* pipelines of different shapes: each parameter's gradient is summed over
+     every rank (any pipeline, same tp rank) holding it, in parameter order */
+  int templates = !plan_is_grid(p);
   G->chunk_of_op = arena_alloc(a, sizeof(int) * (size_t)(g->nop + 1));
   for (int i = 0; i < g->nop; i++) G->chunk_of_op[i] = stage_of(G->pl, g->op[i].top);
   G->prod = arena_alloc(a, sizeof(int) * (size_t)(g->nt + 1));
@@ -624,10 +650,13 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       if (key[q] >= want && (next < 0 || key[q] < next)) next = key[q];
     if (next < 0) break;
     for (int q = 0; q < g->nparam; q++)
-      if (key[q] == next) G->poff[q] = pf, pf += (g->param[q].rows * (g->param[q].cols ? g->param[q].cols : 1) + 15) / 16 * 16;
+      if (key[q] == next) G->poff[q] = pf, pf += psize(&g->param[q]);
     want = next, more = 1;
   }
   sp->param_floats = pf;
+  char **grp = arena_alloc(a, sizeof(char *) * (size_t)(g->nparam + 1));
+  for (int q = 0; templates && q < g->nparam; q++)
+    if (G->poff[q] >= 0) grp[q] = reduce_group(G, q);
 
   /* tensors: who reads what, where they live */
   for (int ci = 0; ci < nc; ci++) {
@@ -804,6 +833,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       break;
     }
     case ACT_REDUCE_GRAD: {
+      if (templates) break; /* done before STEP */
       int64_t lo = -1, hi = -1; /* the parameters REDUCE_GRAD(stage) finishes: one range */
       for (int q = 0; q < g->nparam; q++)
         if (G->poff[q] >= 0 && key[q] == ns + k) {
@@ -817,7 +847,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       break;
     }
     case ACT_TIED_ALLREDUCE:
-      for (int q = 0; q < g->nparam; q++) {
+      for (int q = 0; !templates && q < g->nparam; q++) {
         if (G->poff[q] < 0) continue;
         int ranks = 0, other = 0;
         for (int i = 0; i < g->nop; i++) {
@@ -832,7 +862,23 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
         Actx(cl), Ai(cl, q), Ap(G, cl, q, 0, 1), Al(cl, g->param[q].rows * (g->param[q].cols ? g->param[q].cols : 1));
       }
       break;
-    case ACT_STEP: cl = call(G, step, "prt_optimizer_step", "c", "optimizer"), Actx(cl); break;
+    case ACT_STEP:
+      /* templates: one all-reduce per run of parameters (in parameter order,
+         contiguous here) with the same group; every holder sees the same runs */
+      for (int q = 0; templates && q < g->nparam; q++) {
+        if (G->poff[q] < 0) continue;
+        int e = q;
+        while (e + 1 < g->nparam && G->poff[e + 1] >= 0 && !strcmp(grp[e + 1], grp[q])) {
+          if (G->poff[e + 1] != G->poff[e] + psize(&g->param[e]))
+            return fail(G, "parameters %d and %d are not adjacent on pipeline %d rank %d (internal)", e, e + 1, pipeline, pp_rank), NULL;
+          e++;
+        }
+        cl = call(G, step, "prt_grad_allreduce", "cipl", "gradients");
+        Actx(cl), Ai(cl, q), Ap(G, cl, q, 0, 1), Al(cl, G->poff[e] + psize(&g->param[e]) - G->poff[q]);
+        q = e;
+      }
+      cl = call(G, step, "prt_optimizer_step", "c", "optimizer"), Actx(cl);
+      break;
     }
 #undef TENSOR
   }
@@ -848,6 +894,9 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     if (g->op[i].kind == OP_EMBEDDING && g->op[i].in[0] == g->tokens && g->op[i].weight >= 0) vocab = g->param[g->op[i].weight].full_rows;
   bprintf(&m, "batch %lld microbatches %d mbrows %lld seq %lld allmicrobatches %lld vocab %lld\n", (long long)p->batch, nmb, (long long)G->B,
           (long long)p->seq, (long long)mbs, (long long)vocab);
+  bprintf(&m, "pipelines"); /* each pipeline's microbatches: the global batch splits in this order */
+  for (int j = 0; j < p->npipes; j++) bprintf(&m, " %d", p->pipes[j].microbatches);
+  bprintf(&m, "\n");
   {
     int *kp = arena_alloc(a, sizeof(int) * (size_t)p->world), *rp = arena_alloc(a, sizeof(int) * (size_t)p->world);
     int *tp = arena_alloc(a, sizeof(int) * (size_t)p->world);
@@ -903,6 +952,8 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       if (held[r]) bprintf(&m, " %d", r);
     bprintf(&m, "\n");
   }
+  for (int q = 0; templates && q < g->nparam; q++)
+    if (G->poff[q] >= 0) bprintf(&m, "reduce %d %s\n", q, grp[q]);
   if (lower_gen(G, ch, nc, mine, &m)) {
     free(m.s);
     return NULL;

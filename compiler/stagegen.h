@@ -21,7 +21,12 @@
  *    calls (ctx, arena, slot, mb), and pipec_step: the rank's actions as
  *    calls (receive, chunk function, send, reduce, step).
  *  - the manifest: a text the runtime reads at start (rank table, params,
- *    layout, training settings).
+ *    layout, training settings, each pipeline's microbatches). With
+ *    pipelines of different shapes (templates; `pipeline` picks one) the
+ *    manifest names each parameter's gradient group (`reduce q j/k ...`:
+ *    every pipeline j, rank k holding it) and pipec_step sums the gradients
+ *    per group, runs of parameters in parameter order, before STEP (in
+ *    place of REDUCE_GRAD and TIED_ALLREDUCE).
  * Errors (a tensor crossing non-adjacent stages, an unsupported layout)
  * return NULL with a message in err.
  */

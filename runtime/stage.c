@@ -82,6 +82,19 @@ static void parse_manifest(PrtCtx *c, const char *text) {
       bad |= sscanf(line, "param %d %159s %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %" SCNd64 " %" SCNd64 " %d %d", &p->index,
                     p->name, &p->off, &p->rows, &p->cols, &p->full_rows, &p->full_cols, &p->shard, &p->q_rows, &p->kv_rows, &p->first,
                     &p->tied) != 12;
+    } else if (!strcmp(key, "reduce")) {
+      int q, pos, j, k, n;
+      RtParam *p = NULL;
+      if (sscanf(line, "reduce %d%n", &q, &pos) != 1) bad = 1;
+      for (int i = 0; i < c->nparams && !bad; i++)
+        if (c->params[i].index == q) p = &c->params[i];
+      if (!p || p->reduce) bad = 1;
+      else {
+        p->reduce = calloc(2 * strlen(line), sizeof(int));
+        for (; sscanf(line + pos, " %d/%d%n", &j, &k, &n) == 2; pos += n) p->reduce[2 * p->nreduce] = j, p->reduce[2 * p->nreduce++ + 1] = k;
+        bad |= p->nreduce < 1 || line[pos];
+        c->templates = 1;
+      }
     } else if (!strcmp(key, "holders")) {
       int q, pos;
       if (sscanf(line, "holders %d%n", &q, &pos) != 1) bad = 1;
@@ -122,9 +135,10 @@ static void make_corpus(PrtCtx *c) {
   }
 }
 
-/* the tokens of row `row` of microbatch mb of this dp replica at this step */
+/* the tokens of row `row` of microbatch mb of this pipeline at this step
+   (global microbatch mb_base + mb) */
 static int64_t window(PrtCtx *c, int mb, int64_t row) {
-  int64_t seqs = ((int64_t)(c->step - 1) * c->allmbs + (int64_t)c->dp_rank * c->nmb + mb) * c->mbrows + row;
+  int64_t seqs = ((int64_t)(c->step - 1) * c->allmbs + c->mb_base + mb) * c->mbrows + row;
   return seqs * (c->seq + 1) % (c->corpus_len - c->seq - 1);
 }
 
@@ -156,7 +170,7 @@ void prt_xent_backward(void *ctx, float *losses, float *dlogits, const float *lo
   k_crossentropy_forward_backward(losses, dlogits, logits, targets, N, V, ((PrtCtx *)ctx)->loss_scale);
 }
 static uint64_t dropout_seed(PrtCtx *c, int mb) {
-  return prt_mix64((uint64_t)c->seed ^ prt_mix64((uint64_t)c->step << 20 ^ (uint64_t)c->dp_rank << 40 ^ (uint64_t)mb));
+  return prt_mix64((uint64_t)c->seed ^ prt_mix64((uint64_t)c->step << 20 ^ (uint64_t)(c->mb_base + mb)));
 }
 void prt_dropout_forward(void *ctx, float *out, const float *inp, long n, float p, int op, int mb) {
   k_dropout_forward(out, inp, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
@@ -208,6 +222,16 @@ void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes) {
 void prt_dp_allreduce(void *ctx, float *grads, long n) {
   PrtCtx *c = ctx;
   if (c->dp > 1) prt_allreduce_sum(c->dp_group, grads, (size_t)n);
+}
+/* templates: the gradients of parameters param.. (n floats) summed over every rank holding them */
+void prt_grad_allreduce(void *ctx, int param, float *grads, long n) {
+  PrtCtx *c = ctx;
+  for (int i = 0; i < c->nparams; i++)
+    if (c->params[i].index == param && c->params[i].grad_group) {
+      prt_allreduce_sum(c->params[i].grad_group, grads, (size_t)n);
+      return;
+    }
+  prt_die(c, "parameter %d has no gradient group (damaged manifest)", param);
 }
 void prt_tied_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
@@ -277,6 +301,20 @@ static PrtGroup *group_where(PrtCtx *c, int same_pipe, int same_pp, int same_tp)
   return g;
 }
 
+/* the first global microbatch of this pipeline: the manifest's `pipelines`
+   line lists every pipeline's microbatches, in the order the batch splits */
+static int64_t mb_base_of(PrtCtx *c, const char *manifest) {
+  const char *l = strstr(manifest, "\npipelines ");
+  int64_t base = -1, sum = 0, n;
+  int pos = 11, k;
+  for (int j = 0; l && sscanf(l + pos, " %" SCNd64 "%n", &n, &k) == 1; j++, pos += k) {
+    if (j == c->pipeline && n == c->nmb) base = sum;
+    sum += n;
+  }
+  if (base < 0 || sum != c->allmbs) prt_die(c, "this stage binary's manifest has no microbatch count for pipeline %d (damaged)", c->pipeline);
+  return base;
+}
+
 static int64_t arg_count(const char *s, const char *what) {
   char *end;
   long long v = strtoll(s, &end, 10);
@@ -319,19 +357,25 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     return 1;
   }
   int me = c->env.rank;
+  char layout[96];
+  if (c->templates) snprintf(layout, sizeof layout, "%d pipelines from templates x tp %d", c->dp, c->tp);
+  else snprintf(layout, sizeof layout, "dp %d x tp %d x pp %d", c->dp, c->tp, c->pp);
   if (c->env.world != c->world) {
     if (me == 0)
-      fprintf(stderr, "pipec: %s was compiled for %d ranks (dp %d x tp %d x pp %d), but the launcher started %d (%s); "
+      fprintf(stderr, "pipec: %s was compiled for %d ranks (%s), but the launcher started %d (%s); "
                       "launch %d ranks or recompile with --world-size %d\n",
-              c->model, c->world, c->dp, c->tp, c->pp, c->env.world, c->env.launcher, c->world, c->env.world);
+              c->model, c->world, layout, c->env.world, c->env.launcher, c->world, c->env.world);
+    return 1;
+  }
+  if (c->rk_pp[me] != c->stage || (c->templates && c->rk_pipe[me] != c->pipeline)) {
+    char runs[48] = "", prog[48] = ""; /* with templates, programs differ by pipeline too */
+    if (c->templates) snprintf(runs, sizeof runs, " %d", c->rk_pipe[me]), snprintf(prog, sizeof prog, " %d", c->pipeline);
+    fprintf(stderr, "pipec: rank %d runs pipeline%s rank %d, but this is the program of pipeline%s rank %d (%s); start the job with the launch program\n",
+            me, runs, c->rk_pp[me], prog, c->stage, argv[0]);
     return 1;
   }
   c->pipeline = c->rk_pipe[me], c->tp_rank = c->rk_tp[me], c->dp_rank = c->rk_pipe[me];
-  if (c->rk_pp[me] != c->stage) {
-    fprintf(stderr, "pipec: rank %d runs pipeline rank %d, but this is the program of pipeline rank %d (%s); start the job with the launch program\n",
-            me, c->rk_pp[me], c->stage, argv[0]);
-    return 1;
-  }
+  c->mb_base = mb_base_of(c, manifest);
   char prefix[300];
   snprintf(prefix, sizeof prefix, "pipec/%s/%d/", c->env.run_id, c->env.restart);
   c->store = prt_store_open(c->env.master_addr, c->env.master_port, me == 0 && !c->env.has_agent_store, c->env.timeout_s, err, sizeof err);
@@ -347,9 +391,25 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   c->world_group = group_where(c, 0, 0, 0);
   c->tp_group = group_where(c, 1, 1, 0);
   c->dp_group = group_where(c, 0, 1, 1);
+  /* templates: one group per list of ranks holding a parameter, made in parameter order on every rank */
   for (int i = 0; i < c->nparams; i++) {
     RtParam *p = &c->params[i];
-    if (p->nholders < 2) continue;
+    if (!p->nreduce) continue;
+    int *m = calloc((size_t)p->nreduce, sizeof(int)), mine = 0;
+    for (int k = 0; k < p->nreduce; k++) {
+      m[k] = world_rank(c, p->reduce[2 * k], p->reduce[2 * k + 1], c->tp_rank);
+      mine |= m[k] == me;
+    }
+    if (!mine) prt_die(c, "parameter %s: its gradient group does not name this rank (damaged manifest)", p->name);
+    for (int e = 0; e < i && !p->grad_group; e++)
+      if (c->params[e].nreduce == p->nreduce && !memcmp(c->params[e].reduce, p->reduce, sizeof(int) * 2 * (size_t)p->nreduce))
+        p->grad_group = c->params[e].grad_group;
+    if (!p->grad_group) p->grad_group = prt_group_new(c->comm, m, p->nreduce);
+    free(m);
+  }
+  for (int i = 0; i < c->nparams; i++) {
+    RtParam *p = &c->params[i];
+    if (p->nholders < 2 || c->templates) continue;
     int *m = calloc((size_t)p->nholders, sizeof(int));
     for (int k = 0; k < p->nholders; k++) m[k] = world_rank(c, c->pipeline, p->holders[k], c->tp_rank);
     p->tied_group = prt_group_new(c->comm, m, p->nholders);
@@ -394,8 +454,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   c->loss_scale = (float)(1.0 / ((double)c->batch * (double)c->seq));
   int logger = me == 0;
   if (logger)
-    printf("pipec: %s, %d ranks (dp %d x tp %d x pp %d), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n", c->model,
-           c->world, c->dp, c->tp, c->pp, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total);
+    printf("pipec: %s, %d ranks (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n", c->model,
+           c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total);
   fflush(stdout);
   size_t heap_before = 0, heap_growth = 0;
   double t_all = now();
@@ -430,8 +490,12 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   }
   prt_comm_finalize(c->comm);
   for (int i = 0; i < c->nparams; i++) {
-    if (c->params[i].tied_group) prt_group_free(c->params[i].tied_group);
-    free(c->params[i].holders);
+    RtParam *p = &c->params[i];
+    if (p->tied_group) prt_group_free(p->tied_group);
+    int shared = 0;
+    for (int e = 0; e < i; e++) shared |= c->params[e].grad_group == p->grad_group;
+    if (p->grad_group && !shared) prt_group_free(p->grad_group);
+    free(p->holders), free(p->reduce);
   }
   prt_group_free(c->world_group), prt_group_free(c->tp_group), prt_group_free(c->dp_group);
   prt_store_close(c->store);

@@ -47,6 +47,7 @@ void prt_pp_send(void *ctx, int pp_peer, int tag, const void *buf, long bytes);
 void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes);
 void prt_dp_allreduce(void *ctx, float *grads, long n);
 void prt_tied_allreduce(void *ctx, int param, float *grads, long n);
+void prt_grad_allreduce(void *ctx, int param, float *grads, long n); /* templates: per parameter group */
 void prt_optimizer_step(void *ctx);
 
 #endif

@@ -18,6 +18,8 @@ typedef struct RtParam {
   int shard, first, tied;
   int *holders, nholders; /* pipeline ranks holding it (tied weights) */
   PrtGroup *tied_group;
+  int *reduce, nreduce;   /* templates: the (pipeline, pp rank) pairs holding it, over every pipeline */
+  PrtGroup *grad_group;   /* templates: those ranks at this tp rank (shared by parameters with the same ranks) */
 } RtParam;
 
 struct PrtCtx {
@@ -28,6 +30,8 @@ struct PrtCtx {
   int *rk_pipe, *rk_pp, *rk_tp; /* per world rank */
   int tp_rank, dp_rank;
   int64_t batch, nmb, mbrows, seq, allmbs;
+  int64_t mb_base;   /* this pipeline's first microbatch in the global batch */
+  int templates;     /* pipelines of different shapes: gradients reduced per parameter group */
   int64_t steps, seed, warmup;
   double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
   char lr_schedule[32], optimizer[16];
