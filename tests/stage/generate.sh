@@ -8,6 +8,8 @@
 #     gives the same tokens on 1 rank, pp 2 x tp 2, pp 2 with 2 chunks per
 #     rank (interleaved), and dp 2; so do top-k sampling with a seed, and
 #     beam search with 3 beams (compiled with infer { sampling = beam(3) }).
+#     A heterogeneous pair (1-stage + 2-stage pipelines) decodes as the
+#     reference executor does.
 #  2. Sampling depends on its seed; greedy does not.
 #  3. Errors: a prompt id outside the vocabulary, a beam count the build
 #     was not compiled for, an unknown option.
@@ -51,6 +53,11 @@ for v in pp2tp2 inter dp2; do
   got=$(gen $v greedy --max-new-tokens 24)
   [ -n "$got" ] && [ "$got" = "$ref" ] && ok "$v: greedy tokens equal 1 rank's" || { bad "$v greedy: '$got' vs '$ref'"; tail -3 "$out/$v.greedy.err"; }
 done
+cp "$src/models/examples/oobleck-templates.pipe" "$out/oobleck.pipe"
+"$pipec" "$out/oobleck.pipe" -o "$out/oobleck" >"$out/oobleck.log" 2>&1 || { bad "the template pair compiles"; cat "$out/oobleck.log"; }
+got=$(gen oobleck greedy --max-new-tokens 12) want=$("$reference" "$out/oobleck.pipe" 5,17,300,42 12)
+[ -n "$got" ] && [ "$got" = "$want" ] && ok "heterogeneous templates (1-stage + 2-stage pipelines): the reference executor's tokens" ||
+  { bad "templates: '$got' vs '$want'"; tail -3 "$out/oobleck.greedy.err"; }
 sref=$(gen r1 topk --max-new-tokens 16 --sampling top_k:20 --temperature 1.5 --seed 7)
 sgot=$(gen pp2tp2 topk --max-new-tokens 16 --sampling top_k:20 --temperature 1.5 --seed 7)
 [ -n "$sref" ] && [ "$sref" = "$sgot" ] && ok "top-k sampling with a seed: pp 2 x tp 2 equals 1 rank" || bad "top-k: '$sgot' vs '$sref'"
