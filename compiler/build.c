@@ -240,6 +240,22 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
         status = 1;
         break;
       }
+      if (bo->schedule_csv) { /* --load-schedule: the user's schedule instead */
+        if (!grid) {
+          fprintf(stderr, "pipec: error: --load-schedule gives one schedule, but %s's pipelines have different shapes (templates)\n",
+                  p->model_name);
+          sim_result_free(&sim);
+          status = 1;
+          break;
+        }
+        Schedule *in = report_load_csv(p, &p->pipes[j], bo->tflops, bo->schedule_csv, sch[j], &sim);
+        schedule_free(sch[j]);
+        if (!(sch[j] = in)) {
+          status = 1;
+          break;
+        }
+        printf("pipec: the schedule of %s from %s\n", p->model_name, bo->schedule_csv);
+      }
       sim_result_free(&sim);
       if (!grid) fprintf(mem, "# pipeline %d (template %s)\n", j, p->pipes[j].template_name);
       schedule_print_text(mem, sch[j]);

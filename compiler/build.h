@@ -15,6 +15,7 @@ typedef struct BuildOptions {
   int emit_llvm, emit_obj, emit_kernels; /* keep DIR/<stage>.ll, DIR/.pipec/<stage>.o, DIR/kernels.* */
   double tflops;                         /* for the schedule's simulated timing */
   int64_t device_memory;                 /* refuse a stage needing more (0: no limit) */
+  const char *schedule_csv;              /* --load-schedule: the schedule to compile instead of the generated one */
 } BuildOptions;
 
 int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo);

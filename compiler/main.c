@@ -44,7 +44,7 @@ static void usage(FILE *out) {
         "  --schedule-grid      print the schedule as a time x rank grid\n"
         "  --schedule-csv FILE  write the schedule in PyTorch's CSV layout (a row per rank)\n"
         "  --load-schedule FILE use the schedule in FILE (PyTorch's CSV layout) after\n"
-        "                       validating it\n"
+        "                       validating it; with -o, the stage programs run it\n"
         "  --schedule-svg FILE  write the schedule as an SVG Gantt chart\n"
         "  --tflops N           sustained TFLOP/s per rank for simulated times (default 100)\n"
         "  --world-size N       the number of ranks the job runs on; dp = auto is derived\n"
@@ -237,7 +237,7 @@ int main(int argc, char **argv) {
   if (!p) {
     fprintf(stderr, "pipec: %d error%s in %s\n", diag.errors, diag.errors == 1 ? "" : "s", file);
     status = 1;
-  } else if (show_memory || dump || dump_ops || dump_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || ro.csv_in || ro.svg_out) {
+  } else if (show_memory || dump || dump_ops || dump_kernels || explain || dump_plan || plan_json || ro.dump || ro.grid || ro.csv_out || (ro.csv_in && !outdir) || ro.svg_out) {
     if (dump) program_dump(stdout, p);
     if (dump_ops) opgraph_dump(stdout, ops, p);
     if (dump_kernels) kernels_dump(stdout, kernels_fuse(&arena, ops, p), ops, p);
@@ -256,7 +256,7 @@ int main(int argc, char **argv) {
     printf("%s: ok (model %s, %lld parameters, %d ranks: dp %d x tp %d x pp %d; checked in %.1f ms)\n", file, p->model_name,
            (long long)p->nparams, p->world, p->dp, p->tp, p->pp, ms);
   } else if (outdir) {
-    bo.outdir = outdir, bo.tflops = ro.tflops, bo.device_memory = device_memory;
+    bo.outdir = outdir, bo.tflops = ro.tflops, bo.device_memory = device_memory, bo.schedule_csv = ro.csv_in;
     status = build_program(p, ops, &bo);
   } else {
     fprintf(stderr, "pipec: %s checks out; nothing else was asked (use -o DIR to compile, or --check)\n", file);

@@ -61,6 +61,51 @@ static char *read_all(const char *path, size_t *len) {
   return b;
 }
 
+/* The schedule in a CSV file (PyTorch's layout) for pipeline pl, checked
+   against the generated one's shape, lowered (a compute-only file gets its
+   communication) and validated by simulation; NULL after printing why. */
+Schedule *report_load_csv(const Program *p, const Pipeline *pl, double tflops, const char *csv, const Schedule *shape, SimResult *sim) {
+  char err[512] = "";
+  size_t len;
+  char *text = read_all(csv, &len);
+  if (!text) {
+    fprintf(stderr, "pipec: error: cannot read schedule '%s'\n", csv);
+    sim_result_free(sim);
+    return NULL;
+  }
+  Schedule *in = schedule_read_csv(text, len, shape->nstages, shape->nmb, shape->stage_rank, err, sizeof err);
+  free(text);
+  if (!in) {
+    fprintf(stderr, "%s: error: %s\n", csv, err);
+    sim_result_free(sim);
+    return NULL;
+  }
+  int has_comm = 0;
+  for (int r = 0; r < in->nranks; r++)
+    for (int k = 0; k < in->rank[r].n; k++) has_comm |= in->rank[r].a[k].kind >= ACT_SEND_F;
+  StageCost *cs = calloc((size_t)pl->nstages, sizeof *cs);
+  report_stage_costs(p, pl, tflops, cs);
+  sim_result_free(sim);
+  /* A compute-only file (PyTorch's compute_only format) is validated as
+     written, so the steps named are the file's; then it gets its
+     communication. A file with communication is taken as it is. */
+  *sim = schedule_simulate(in, cs, 0);
+  if (sim->ok && !has_comm) {
+    Schedule *low = schedule_lower(in, p->dp, tied_across(p, pl), p->has_train || !p->has_infer);
+    schedule_free(in);
+    in = low;
+    sim_result_free(sim);
+    *sim = schedule_simulate(in, cs, 0);
+  }
+  free(cs);
+  if (!sim->ok) {
+    fprintf(stderr, "%s: error: invalid schedule: %s\n", csv, sim->error);
+    schedule_free(in), sim_result_free(sim);
+    return NULL;
+  }
+  return in;
+}
+
 static const char *fmt_time(char *buf, double ms) {
   if (ms >= 100) snprintf(buf, 32, "%.1f ms", ms);
   else if (ms >= 0.1) snprintf(buf, 32, "%.3f ms", ms);
@@ -91,46 +136,11 @@ int report_schedules(FILE *out, const Program *p, const ReportOptions *opt) {
     }
     const char *what = "with the cost model";
     if (opt->csv_in) {
-      size_t len;
-      char *text = read_all(opt->csv_in, &len);
-      if (!text) {
-        fprintf(stderr, "pipec: error: cannot read schedule '%s'\n", opt->csv_in);
-        schedule_free(s), sim_result_free(&sim);
-        return 1;
-      }
-      Schedule *in = schedule_read_csv(text, len, s->nstages, s->nmb, s->stage_rank, err, sizeof err);
-      free(text);
-      if (!in) {
-        fprintf(stderr, "%s: error: %s\n", opt->csv_in, err);
-        schedule_free(s), sim_result_free(&sim);
-        return 1;
-      }
-      int has_comm = 0;
-      for (int r = 0; r < in->nranks; r++)
-        for (int k = 0; k < in->rank[r].n; k++) has_comm |= in->rank[r].a[k].kind >= ACT_SEND_F;
-      StageCost *cs = calloc((size_t)pl->nstages, sizeof *cs);
-      report_stage_costs(p, pl, opt->tflops, cs);
-      sim_result_free(&sim);
-      /* A compute-only file (PyTorch's compute_only format) is validated as
-         written, so the steps named are the file's; then it gets its
-         communication. A file with communication is taken as it is. */
-      sim = schedule_simulate(in, cs, 0);
-      if (sim.ok && !has_comm) {
-        Schedule *low = schedule_lower(in, p->dp, tied_across(p, pl), p->has_train || !p->has_infer);
-        schedule_free(in);
-        in = low;
-        sim_result_free(&sim);
-        sim = schedule_simulate(in, cs, 0);
-      }
-      free(cs);
+      Schedule *in = report_load_csv(p, pl, opt->tflops, opt->csv_in, s, &sim);
       schedule_free(s);
+      if (!in) return 1;
       s = in;
       what = "schedule from CSV";
-      if (!sim.ok) {
-        fprintf(stderr, "%s: error: invalid schedule: %s\n", opt->csv_in, sim.error);
-        schedule_free(s), sim_result_free(&sim);
-        return 1;
-      }
     } else if (!sim.ok) {
       fprintf(stderr, "pipec: internal error: the generated %s schedule is invalid: %s\n", schedule_names[p->schedule], sim.error);
       schedule_free(s), sim_result_free(&sim);

@@ -34,5 +34,9 @@ void report_stage_costs(const Program *p, const Pipeline *pl, double tflops, Sta
  * frees both with schedule_free / sim_result_free. Returns NULL and fills
  * err when the schedule cannot be built. */
 Schedule *report_build(const Program *p, const Pipeline *pl, double tflops, SimResult *sim, char *err, size_t errlen);
+/* --load-schedule: the CSV's schedule for pipeline pl, shaped like `shape`
+   (report_build's), lowered and validated; NULL after printing the error.
+   *sim is replaced by the loaded schedule's simulation (freed on failure). */
+Schedule *report_load_csv(const Program *p, const Pipeline *pl, double tflops, const char *csv, const Schedule *shape, SimResult *sim);
 
 #endif

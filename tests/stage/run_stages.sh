@@ -11,6 +11,9 @@
 #     GPipe, 1F1B and ZB1P; interleaved 2 x 2 chunks; dp 2 x tp 2 x pp 2)
 #     gives the same loss at every step as 1 rank (relative difference
 #     <= 1e-5).
+#     --load-schedule FILE -o DIR compiles the CSV's schedule (a 1f1b model
+#     given GPipe's CSV trains exactly as the GPipe build); a wrong CSV is
+#     refused.
 #  4. A rebuild of an unchanged model rebuilds nothing; a change to the last
 #     stage's modules rebuilds only that stage.
 #  5. Launching with the wrong number of ranks stops with one line naming
@@ -85,6 +88,20 @@ for v in r1 pp2 tp2 dp2 pp4-gpipe pp4-1f1b pp4-zb1p interleaved dp2-tp2-pp2; do
   awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' && ok "$v ($n ranks): losses equal one rank's (worst relative difference $worst)" ||
     bad "$v: losses differ from one rank's by $worst"
 done
+
+# 3b. --load-schedule with -o: the stage programs run the CSV's schedule
+"$pipec" "$out/pp4-gpipe.pipe" --schedule-csv "$out/gpipe.csv" >/dev/null 2>&1
+if "$pipec" "$out/pp4-1f1b.pipe" -o "$out/csv" --load-schedule "$out/gpipe.csv" >"$out/csv.log" 2>&1 &&
+  cmp -s "$out/csv/schedule.txt" "$out/pp4-gpipe/schedule.txt"; then
+  ok "--load-schedule: a 1f1b model compiled with GPipe's CSV runs GPipe's schedule"
+else
+  bad "--load-schedule"; tail -3 "$out/csv.log"
+fi
+launch 4 "$out/csv" | losses >"$out/csv.losses"
+cmp -s "$out/csv.losses" "$out/pp4-gpipe.losses" && ok "  and trains exactly as the GPipe build" || bad "--load-schedule losses differ from GPipe's"
+printf '0F0,0F1\n' >"$out/bad.csv"
+"$pipec" "$out/pp4-1f1b.pipe" -o "$out/csvbad" --load-schedule "$out/bad.csv" >"$out/csvbad.log" 2>&1 &&
+  bad "a wrong CSV was accepted" || { grep -q "bad.csv" "$out/csvbad.log" && ok "a wrong CSV is refused, naming the file" || bad "wrong CSV: $(cat "$out/csvbad.log")"; }
 
 # 4. rebuilds
 "$pipec" "$tiny" -o "$b" --emit llvm,obj,kernels >"$b.log2" 2>&1
