@@ -10,6 +10,17 @@
 #include "runtime/env.h"
 #include "runtime/stage.h"
 #include "runtime/store.h"
+#include "lib/tokfile.h"
+
+/* One token stream (runtime/data.c): the files a glob matches, sorted by
+ * name and read as one stream, or the synthetic corpus. */
+typedef struct PrtTokens {
+  TokFile *files;
+  size_t nfiles;
+  int64_t *first;           /* first[i]: position of file i's first token in the stream */
+  const int32_t *synthetic; /* without files */
+  int64_t len;
+} PrtTokens;
 
 typedef struct RtParam {
   int index;
@@ -44,14 +55,25 @@ struct PrtCtx {
   double loss_sum;   /* this step, over this rank's microbatches */
   float loss_scale;  /* 1 / tokens of the global batch */
   double grad_norm, cur_lr;
-  int32_t *corpus;   /* synthetic data */
+  int64_t mb_base;   /* global index of this replica's microbatch 0 (read only through prt_global_mb) */
+  int training;      /* 0 in the validation pass: dropout off, tokens from the validation data */
+  char *data_glob, *val_glob; /* globs; NULL: synthetic data / no validation */
+  int64_t val_every;
+  double flops_per_token, peak_flops; /* of the model (6N + 6LCT); the ranks' summed sgemm rate */
+  PrtTokens train_tokens, val_tokens;
   float *scratch;    /* 2 x scratch_n floats: the max all-reduce's buffers (one value per row) */
   long scratch_n;
-  int64_t corpus_len, vocab;
+  int64_t vocab;
 };
 
 /* Stops this rank (and, through the transport, every other) with one line. */
 void prt_die(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 uint64_t prt_mix64(uint64_t z);
+/* runtime/data.c: opens and checks pattern's files (NULL: the synthetic
+ * corpus); 0, or -1 with one line naming the file in err */
+int prt_tokens_open(PrtTokens *d, const char *pattern, int64_t vocab, int64_t seq, char *err, size_t errlen);
+void prt_tokens_close(PrtTokens *d);
+/* the global microbatch that local microbatch mb of this replica is */
+int64_t prt_global_mb(const PrtCtx *c, int mb);
 
 #endif
