@@ -440,7 +440,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       if (h > heap_before && h - heap_before > heap_growth) heap_growth = h - heap_before;
     }
     double l = world_loss(c), tokens = (double)c->batch * (double)c->seq;
-    if (logger && (s % (log_every ? log_every : 1) == 0 || s == c->steps)) {
+    if (logger && (s % (log_every ? log_every : 1) == 0 || s == 1 || s == c->steps)) {
       if (bar) fputs("\r\033[K", stderr);
       printf("step %4lld/%lld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.2f%%\n", (long long)s, (long long)c->steps, l,
              c->cur_lr, c->grad_norm, dt * 1e3, tokens / dt, 100 * c->flops_per_token * tokens / dt / c->peak_flops);
