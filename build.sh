@@ -3,7 +3,9 @@
 #
 #   ./build.sh demo   install what is missing, build pipec, check the models,
 #                     show what pipec makes of the tiny GPT-2, compile it to
-#                     stage programs and train it on 4 CPU ranks (mpirun)
+#                     stage programs, tokenize this repository's docs with
+#                     GPT-2's BPE cut to the model's 512 ids, and train it on
+#                     them on 4 CPU ranks (mpirun), validating on README.md
 #   ./build.sh test   install what is missing, then build and pass the whole
 #                     test suite: a -Werror build, an ASan+UBSan build, and
 #                     the front-end fuzzer (clang's libFuzzer) for a bounded time
@@ -15,7 +17,7 @@ cd "$(dirname "$0")"
 here=$(pwd)
 
 # Debian packages the build and the tests need.
-packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev llvm-14 llvm-14-dev flex bison libopenblas-dev openmpi-bin libopenmpi-dev python3 python3-numpy)
+packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev llvm-14 llvm-14-dev flex bison libopenblas-dev openmpi-bin libopenmpi-dev python3 python3-numpy npm)
 
 install_missing() {
   local missing=()
@@ -62,9 +64,17 @@ case "${1:-}" in
     echo "== compile the tiny GPT-2 into stage programs (build/pipec models/gpt2-tiny.pipe -o build/gpt2-tiny)"
     build/pipec models/gpt2-tiny.pipe -o build/gpt2-tiny
     echo
-    echo "== train it on 4 CPU ranks, pp 2 x tp 2 (mpirun -np 4 build/gpt2-tiny/launch)"
+    echo "== its training text: this repository's docs, tokenized with GPT-2's BPE cut to 512 ids"
+    sh tests/runtime/fetch_gpt2_tokenizer.sh build/tokenizer
+    mkdir -p build/data
+    build/pipec tokenize --tokenizer build/tokenizer --vocab-size 512 docs/*.md -o build/data/docs.bin
+    build/pipec tokenize --tokenizer build/tokenizer --vocab-size 512 README.md -o build/data/readme.bin
+    echo
+    echo "== train it on 4 CPU ranks, pp 2 x tp 2, validating on README.md every 50 steps"
+    echo "   (mpirun -np 4 build/gpt2-tiny/launch --data build/data/docs.bin --val-data build/data/readme.bin --val-every 50 --steps 300 --log-every 25)"
     [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    mpirun -np 4 --oversubscribe --bind-to none build/gpt2-tiny/launch
+    mpirun -np 4 --oversubscribe --bind-to none build/gpt2-tiny/launch --data build/data/docs.bin --val-data build/data/readme.bin \
+      --val-every 50 --steps 300 --log-every 25
     ;;
   test)
     install_missing

@@ -5,7 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <errno.h>
 #include <unistd.h>
+
+#include "lib/files.h"
 
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
@@ -15,6 +18,9 @@
 #include "compiler/opgraph.h"
 #include "compiler/plan.h"
 #include "compiler/report.h"
+#include "lib/bpe.h"
+#include "lib/tokfile.h"
+#include "lib/xalloc.h"
 #include "version.h"
 
 static void usage(FILE *out) {
@@ -56,6 +62,13 @@ static void usage(FILE *out) {
         "  -h, --help           show this help\n"
         "  --version            show the version\n"
         "\n"
+        "  pipec tokenize --tokenizer DIR [--vocab-size V] FILE... -o OUT.bin\n"
+        "                       encode text files with GPT-2's BPE (DIR: encoder.json and\n"
+        "                       vocab.bpe, or vocab.json and merges.txt; V: only ids below V,\n"
+        "                       i.e. the first V - 256 merges) into an llm.c token file\n"
+        "  pipec tokenize --tokenizer DIR [--vocab-size V] --decode FILE.bin [-o OUT]\n"
+        "                       the text of a token file (stdout without -o)\n"
+        "\n"
         "examples:\n"
         "  pipec --check models/gpt2.pipe\n"
         "  pipec --dump-model models/gpt2-tiny.pipe\n"
@@ -80,7 +93,106 @@ static int parse_count(const char *s, int *out) {
   return 1;
 }
 
+/* the whole of path (NUL-terminated, *len bytes), or NULL with errno */
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t n = 0, cap = 1 << 16;
+  char *b = xcalloc(cap + 1, 1);
+  for (size_t k; (k = fread(b + n, 1, cap - n, f)) > 0;)
+    if ((n += k) == cap) b = xrealloc(b, (cap *= 2) + 1, 1);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return free(b), NULL;
+  b[n] = 0, *len = n;
+  return b;
+}
+
+/* pipec tokenize: text files -> one llm.c token file (each file's tokens in
+   turn, <|endoftext|> before each when the vocabulary has it), or back */
+static int tokenize_main(int argc, char **argv) {
+  const char *dir = NULL, *out = NULL, *decode = NULL, *files[argc + 1];
+  int nf = 0, vocab = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if ((!strcmp(a, "--tokenizer") || !strcmp(a, "--vocab-size") || !strcmp(a, "-o") || !strcmp(a, "--decode")) && i + 1 >= argc)
+      return usage_error("tokenize: option '%s' needs a value", a);
+    if (!strcmp(a, "--tokenizer")) dir = argv[++i];
+    else if (!strcmp(a, "-o")) out = argv[++i];
+    else if (!strcmp(a, "--decode")) decode = argv[++i];
+    else if (!strcmp(a, "--vocab-size")) {
+      if (!parse_count(argv[++i], &vocab) || vocab < 256) return usage_error("tokenize: --vocab-size needs an integer >= 256, not '%s'", argv[i]);
+    } else if (a[0] == '-' && a[1]) return usage_error("tokenize: unknown option '%s'", a);
+    else files[nf++] = a;
+  }
+  if (!dir) return usage_error("%s", "tokenize: give the tokenizer's folder with --tokenizer DIR");
+  if (decode ? nf > 0 : !nf || !out) return usage_error("%s", decode ? "tokenize --decode takes one token file" : "tokenize: give text files and -o OUT.bin");
+  char enc[4096], mer[4096], err[1024];
+  snprintf(enc, sizeof enc, "%s/encoder.json", dir), snprintf(mer, sizeof mer, "%s/vocab.bpe", dir);
+  if (access(enc, R_OK) || access(mer, R_OK)) snprintf(enc, sizeof enc, "%s/vocab.json", dir), snprintf(mer, sizeof mer, "%s/merges.txt", dir);
+  if (access(enc, R_OK) || access(mer, R_OK)) {
+    fprintf(stderr, "pipec: %s holds neither encoder.json and vocab.bpe nor vocab.json and merges.txt\n", dir);
+    return 1;
+  }
+  Bpe *b = bpe_load(enc, mer, err, sizeof err);
+  if (!b || (vocab && bpe_limit_vocab(b, vocab, err, sizeof err))) {
+    fprintf(stderr, "pipec: %s%s%s\n", b ? dir : "", b ? ": " : "", err);
+    bpe_free(b);
+    return 1;
+  }
+  int status = 0;
+  if (decode) {
+    TokFile tf;
+    int32_t *ids = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (!tok_open(&tf, decode, TOK_AUTO, err, sizeof err)) {
+      ids = xcalloc(tf.ntok, sizeof *ids);
+      for (size_t i = 0; i < tf.ntok; i++) ids[i] = tf.tokens[i];
+      text = bpe_decode(b, ids, tf.ntok, &len, err, sizeof err);
+      if (!text) snprintf(err + strlen(err), sizeof err - strlen(err), " (%s)", decode);
+      tok_close(&tf);
+    }
+    if (!text) fprintf(stderr, "pipec: %s\n", err), status = 1;
+    else if (out ? file_write_atomic(out, text, len, err, sizeof err) : fwrite(text, 1, len, stdout) != len)
+      fprintf(stderr, "pipec: %s\n", out ? err : "cannot write the text"), status = 1;
+    free(ids), free(text);
+    bpe_free(b);
+    return status;
+  }
+  size_t n = 0, cap = 0;
+  uint16_t *toks = NULL;
+  for (int k = 0; k < nf && !status; k++) {
+    size_t len;
+    char *text = read_all(files[k], &len);
+    if (!text) {
+      fprintf(stderr, "pipec: cannot read %s: %s\n", files[k], strerror(errno));
+      status = 1;
+      break;
+    }
+    int32_t *ids;
+    size_t m = bpe_encode(b, text, len, &ids);
+    if (n + m + 1 > cap) toks = xrealloc(toks, cap = 2 * (n + m + 1), sizeof *toks);
+    if (bpe_eot(b) >= 0) toks[n++] = (uint16_t)bpe_eot(b);
+    for (size_t i = 0; i < m; i++) {
+      if (ids[i] > 65535) {
+        fprintf(stderr, "pipec: %s: token id %d does not fit a token file's uint16 (limit the vocabulary with --vocab-size)\n", files[k], ids[i]);
+        status = 1;
+        break;
+      }
+      toks[n++] = (uint16_t)ids[i];
+    }
+    free(ids), free(text);
+  }
+  if (!status && tok_write(out, toks, n, 1, err, sizeof err)) fprintf(stderr, "pipec: %s\n", err), status = 1;
+  if (!status) printf("pipec: wrote %s: %zu tokens of a %d-token vocabulary from %d file%s\n", out, n, bpe_vocab_size(b), nf, nf == 1 ? "" : "s");
+  free(toks);
+  bpe_free(b);
+  return status;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "tokenize")) return tokenize_main(argc - 1, argv + 1);
   const char *file = NULL, *outdir = NULL;
   int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0, dump_kernels = 0;
   BuildOptions bo = {0};

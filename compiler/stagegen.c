@@ -565,6 +565,59 @@ static int lower_gen(Gen *G0, const Chunk *ch, int nc, const int *mine, Buf *m) 
   return 0;
 }
 
+/* a path in the manifest: "-" for none, bytes <= ' ' and '%' as %XX */
+static void manifest_path(Buf *m, const char *s) {
+  if (!s || !strcmp(s, "-")) {
+    bprintf(m, s ? "%%2D" : "-");
+    return;
+  }
+  for (; *s; s++)
+    if ((unsigned char)*s <= ' ' || *s == '%') bprintf(m, "%%%02X", (unsigned char)*s);
+    else bprintf(m, "%c", *s);
+}
+
+/* training FLOPs per token of the whole model, as llm.c and nanoGPT estimate
+   them: 6N (forward and backward of every matmul: N parameters, each counted
+   once) + 6 L C T (attention scores and values: L attention layers of width
+   C over T positions, forward and backward, halved for the causal mask) */
+static double flops_per_token(const Gen *G) {
+  double lct = 0;
+  for (int i = 0; i < G->g->nfwd; i++) {
+    const OgOp *o = &G->g->op[i];
+    if (o->kind == OP_ATTENTION) lct += (double)(o->mod ? o->mod->dim : G->g->t[o->out].width) * (double)G->T;
+  }
+  return 6.0 * (double)G->p->nparams + 6.0 * lct;
+}
+
+/* pipec_eval: the rank's forward actions only, microbatch by microbatch and
+   chunk by chunk (receive the input, F, send the output), every microbatch
+   in slot 0; the last stage's loss is summed by prt_loss_add as in training */
+static void lower_eval(Gen *G, Chunk *ch, int nc, int nmb) {
+  StageProgram *sp = G->sp;
+  const Schedule *s = G->s;
+  SFunc *f = new_func(G, "pipec_eval", 0);
+  f->is_step = 1;
+  for (int mb = 0; mb < nmb; mb++)
+    for (int ci = 0; ci < nc; ci++) {
+      const Chunk *c = &ch[ci];
+      for (int q = 0; q < c->nrf; q++) {
+        SCall *cl = call(G, f, "prt_pp_recv", "ciipl", "receive");
+        Actx(cl), Ai(cl, s->stage_rank[c->stage - 1]), Ai(cl, msg_tag(0, c->stage, mb, q));
+        A(cl, 'p', SB_ARENA, sp->slots_off + c->off[c->recv_f[q]], 0), Al(cl, tbytes(G, c->recv_f[q]));
+      }
+      char fn[64];
+      snprintf(fn, sizeof fn, "pipec_c%d_f", c->stage);
+      SCall *cl = call(G, f, arena_strdup(G->a, fn), "cppi", "compute");
+      Actx(cl), A(cl, 'p', SB_ARENA, 0, 0), A(cl, 'p', SB_ARENA, sp->slots_off, 0), Ai(cl, mb);
+      for (int q = 0; q < c->nsf; q++) {
+        int t = c->send_f[q];
+        cl = call(G, f, "prt_pp_send", "ciipl", "send");
+        Actx(cl), Ai(cl, s->stage_rank[c->stage + 1]), Ai(cl, msg_tag(0, c->stage + 1, mb, q));
+        A(cl, 'p', SB_ARENA, c->loc[t] == LOC_SLOT ? sp->slots_off + c->off[t] : sp->ws_off + c->off[t], 0), Al(cl, tbytes(G, t));
+      }
+    }
+}
+
 StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipeline, const Schedule *s, int pp_rank, char *err,
                           size_t errlen) {
   Gen G0 = {.a = a, .p = p, .g = g, .pl = &p->pipes[pipeline], .s = s, .err = err, .errlen = errlen}, *G = &G0;
@@ -774,7 +827,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   sp->total = off;
 
   /* functions */
-  sp->func = arena_alloc(a, sizeof(SFunc) * (size_t)(4 * nc + 2));
+  sp->func = arena_alloc(a, sizeof(SFunc) * (size_t)(4 * nc + 3)); /* f, i, w, g per chunk; step, eval, gen */
   for (int ci = 0; ci < nc; ci++) {
     Chunk *c = &ch[ci];
     SFunc *f = new_func(G, "pipec_c%d_f", c->stage);
@@ -883,6 +936,8 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
 #undef TENSOR
   }
 
+  lower_eval(G, ch, nc, nmb);
+
   /* the manifest */
   Buf m = {0};
   const Pipeline *pl = G->pl;
@@ -918,6 +973,11 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   }
   bprintf(&m, "optimizer %s beta1 %.17g beta2 %.17g eps %.17g weight_decay %.17g momentum %.17g\n", p->optimizer, p->beta1, p->beta2,
           p->opt_eps, p->weight_decay, p->momentum);
+  bprintf(&m, "data train ");
+  manifest_path(&m, p->data);
+  bprintf(&m, " val ");
+  manifest_path(&m, p->val_data);
+  bprintf(&m, " val_every %lld\nflops_per_token %.17g\n", (long long)p->val_every, flops_per_token(G));
   bprintf(&m, "arena %lld params %lld grads %lld optim %lld slots %lld nslots %d slot_bytes %lld ws %lld ws_bytes %lld floats %lld\n",
           (long long)sp->total, (long long)sp->params_off, (long long)sp->grads_off, (long long)sp->optim_off, (long long)sp->slots_off,
           sp->nslots, (long long)sp->slot_bytes, (long long)sp->ws_off, (long long)sp->ws_bytes, (long long)pf);

@@ -132,6 +132,7 @@ struct Bpe {
   MergeSlot *merge;
   uint32_t merge_mask;
   int nmerges;
+  int limit; /* ids in use: ntok, or fewer after bpe_limit_vocab */
   int eot;
   CacheSlot *cache;
   /* encode scratch */
@@ -182,12 +183,28 @@ void bpe_free(Bpe *b) {
   free(b);
 }
 
-int bpe_vocab_size(const Bpe *b) { return b->ntok; }
+int bpe_vocab_size(const Bpe *b) { return b->limit; }
 int bpe_merge_count(const Bpe *b) { return b->nmerges; }
-int bpe_eot(const Bpe *b) { return b->eot; }
+int bpe_eot(const Bpe *b) { return b->eot < b->limit ? b->eot : -1; }
+
+int bpe_limit_vocab(Bpe *b, int vocab, char *err, size_t errlen) {
+  if (vocab < 256 || vocab > b->ntok) {
+    errf(err, errlen, "a vocabulary of %d tokens is not in 256..%d (the bytes .. this tokenizer's size)", vocab, b->ntok);
+    return -1;
+  }
+  for (int i = 0; i < 256; i++)
+    if (b->byte_id[i] >= vocab) {
+      errf(err, errlen, "the token of byte %d has id %d, not below %d: this vocabulary does not start with the 256 bytes", i,
+           (int)b->byte_id[i], vocab);
+      return -1;
+    }
+  b->limit = vocab;
+  for (size_t i = 0; i < CACHE_SLOTS; i++) free(b->cache[i].key), free(b->cache[i].ids), b->cache[i] = (CacheSlot){0};
+  return 0;
+}
 
 const char *bpe_token_bytes(const Bpe *b, int32_t id, size_t *len) {
-  if (id < 0 || id >= b->ntok) return NULL;
+  if (id < 0 || id >= b->limit) return NULL;
   *len = b->tok[id].len;
   return b->tok[id].bytes;
 }
@@ -513,6 +530,7 @@ Bpe *bpe_load(const char *encoder_json, const char *vocab_bpe, char *err, size_t
     return NULL;
   }
   b->cache = xcalloc(CACHE_SLOTS, sizeof *b->cache);
+  b->limit = b->ntok;
   return b;
 }
 
@@ -550,7 +568,7 @@ static Cand heap_pop(Cand *h, size_t *n) {
 
 static void push_pair(Bpe *b, size_t *nh, int32_t pos, int32_t left, int32_t right) {
   const MergeSlot *m = merge_slot(b, left, right);
-  if (m->rank >= 0) heap_push(b->heap, nh, (Cand){m->rank, pos, left, right, m->result});
+  if (m->rank >= 0 && m->result < b->limit) heap_push(b->heap, nh, (Cand){m->rank, pos, left, right, m->result});
 }
 
 /* BPE of one piece (n bytes): ids into b->piece_out, returns their count.
@@ -651,8 +669,8 @@ size_t bpe_encode(Bpe *b, const char *text, size_t len, int32_t **ids) {
 char *bpe_decode(const Bpe *b, const int32_t *ids, size_t n, size_t *len, char *err, size_t errlen) {
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
-    if (ids[i] < 0 || ids[i] >= b->ntok) {
-      errf(err, errlen, "token %zu is %d, outside the vocabulary 0..%d", i, (int)ids[i], b->ntok - 1);
+    if (ids[i] < 0 || ids[i] >= b->limit) {
+      errf(err, errlen, "token %zu is %d, outside the vocabulary 0..%d", i, (int)ids[i], b->limit - 1);
       return NULL;
     }
     total += b->tok[ids[i]].len;

@@ -55,9 +55,17 @@ typedef struct Bpe Bpe;
 Bpe *bpe_load(const char *encoder_json, const char *vocab_bpe, char *err, size_t errlen);
 void bpe_free(Bpe *b);
 
-int bpe_vocab_size(const Bpe *b);   /* 50257 for GPT-2 */
+int bpe_vocab_size(const Bpe *b);   /* 50257 for GPT-2 (or the limit) */
 int bpe_merge_count(const Bpe *b);  /* 50000 for GPT-2 */
-int bpe_eot(const Bpe *b);          /* id of "<|endoftext|>" (50256), or -1 */
+int bpe_eot(const Bpe *b);          /* id of "<|endoftext|>" (50256), or -1 (also beyond the limit) */
+/* Restricts the tokenizer to ids 0..vocab-1: encoding applies only merges
+ * whose result is below vocab, decoding and bpe_token_bytes refuse ids from
+ * vocab on, and bpe_vocab_size and bpe_eot follow. GPT-2's encoder.json
+ * numbers the 256 byte tokens 0..255 and the result of merge r 256 + r
+ * (checked for all 50000 merges), so this is GPT-2's BPE with its first
+ * vocab - 256 merges: GPT-2's tokenizer for a model of vocab tokens.
+ * -1 when vocab is not in 256..size or a byte's token is not below it. */
+int bpe_limit_vocab(Bpe *b, int vocab, char *err, size_t errlen);
 /* id of the token whose bytes are s[0..len), or -1 */
 int32_t bpe_token_id(const Bpe *b, const char *s, size_t len);
 /* the bytes of token id (not NUL-terminated; *len set), NULL when out of range */

@@ -39,6 +39,17 @@ void prt_die(PrtCtx *c, const char *fmt, ...) {
 }
 
 /* ---- the manifest ---- */
+/* a path of the manifest: "-" for none, else with %XX for bytes <= ' ' and '%' */
+static char *manifest_path(const char *s) {
+  if (!strcmp(s, "-")) return NULL;
+  char *o = strdup(s), *d = o;
+  for (unsigned x; *s; s++)
+    if (*s == '%' && sscanf(s + 1, "%2x", &x) == 1) *d++ = (char)x, s += 2;
+    else *d++ = *s;
+  *d = 0;
+  return o;
+}
+
 static void parse_manifest(PrtCtx *c, const char *text) {
   char *copy = strdup(text), *save = NULL;
   int nparams = 0;
@@ -95,7 +106,13 @@ static void parse_manifest(PrtCtx *c, const char *text) {
         bad |= p->nreduce < 1 || line[pos];
         c->templates = 1;
       }
-    } else if (!strcmp(key, "holders")) {
+    } else if (!strcmp(key, "data")) {
+      char tr[4096], va[4096];
+      bad |= sscanf(line, "data train %4095s val %4095s val_every %" SCNd64, tr, va, &c->val_every) != 3;
+      c->data_glob = manifest_path(tr), c->val_glob = manifest_path(va);
+    } else if (!strcmp(key, "flops_per_token"))
+      bad |= sscanf(line, "flops_per_token %lf", &c->flops_per_token) != 1;
+    else if (!strcmp(key, "holders")) {
       int q, pos;
       if (sscanf(line, "holders %d%n", &q, &pos) != 1) bad = 1;
       for (int i = 0; i < c->nparams; i++)
@@ -111,44 +128,6 @@ static void parse_manifest(PrtCtx *c, const char *text) {
     fprintf(stderr, "pipec: this stage binary's manifest is damaged or from another pipec version\n");
     exit(1);
   }
-}
-
-/* ---- data: a synthetic corpus until token files are wired in (a fixed
-   random Markov chain: each token has 4 likely successors, so a model that
-   learns the table reaches a loss near ln 4) ---- */
-uint64_t prt_mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static void make_corpus(PrtCtx *c) {
-  if (c->vocab <= 0) c->vocab = 256; /* a model without token ids: any range */
-  c->corpus_len = 1 << 16;
-  c->corpus = malloc(sizeof(int32_t) * (size_t)c->corpus_len);
-  uint64_t s = 0x5EEDull;
-  int32_t t = 0;
-  for (int64_t i = 0; i < c->corpus_len; i++) {
-    c->corpus[i] = t;
-    uint64_t r = prt_mix64(s += 0x9E3779B97F4A7C15ull);
-    t = (int32_t)(prt_mix64((uint64_t)t * 4 + (r & 3)) % (uint64_t)c->vocab);
-  }
-}
-
-/* the tokens of row `row` of microbatch mb of this pipeline at this step
-   (global microbatch mb_base + mb) */
-static int64_t window(PrtCtx *c, int mb, int64_t row) {
-  int64_t seqs = ((int64_t)(c->step - 1) * c->allmbs + c->mb_base + mb) * c->mbrows + row;
-  return seqs * (c->seq + 1) % (c->corpus_len - c->seq - 1);
-}
-
-void prt_load_tokens(void *ctx, int mb, int32_t *dst) {
-  PrtCtx *c = ctx;
-  for (int64_t r = 0; r < c->mbrows; r++) memcpy(dst + r * c->seq, c->corpus + window(c, mb, r), sizeof(int32_t) * (size_t)c->seq);
-}
-void prt_load_targets(void *ctx, int mb, int32_t *dst) {
-  PrtCtx *c = ctx;
-  for (int64_t r = 0; r < c->mbrows; r++) memcpy(dst + r * c->seq, c->corpus + window(c, mb, r) + 1, sizeof(int32_t) * (size_t)c->seq);
 }
 
 /* ---- ops that need the rank or the step ---- */
@@ -173,6 +152,10 @@ static uint64_t dropout_seed(PrtCtx *c, int mb) {
   return prt_mix64((uint64_t)c->seed ^ prt_mix64((uint64_t)c->step << 20 ^ (uint64_t)(c->mb_base + mb)));
 }
 void prt_dropout_forward(void *ctx, float *out, const float *inp, long n, float p, int op, int mb) {
+  if (!((PrtCtx *)ctx)->training) { /* validation: the identity */
+    if (out != inp) memcpy(out, inp, sizeof(float) * (size_t)n);
+    return;
+  }
   k_dropout_forward(out, inp, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
 }
 void prt_dropout_backward(void *ctx, float *dinp, const float *dout, long n, float p, int op, int mb) {
@@ -325,6 +308,47 @@ static int64_t arg_count(const char *s, const char *what) {
   return v;
 }
 
+/* the path of an option ("-": none) */
+static char *opt_path(char **dst, const char *s) {
+  free(*dst);
+  return *dst = strcmp(s, "-") ? strdup(s) : NULL;
+}
+
+/* FLOP/s of a 512^3 sgemm through the kernels (as the matmuls of a step), best of 3 */
+static double sgemm_rate(void) {
+  enum { n = 512 };
+  float *a = aligned_alloc(64, sizeof(float) * 3 * n * n);
+  for (int i = 0; i < 3 * n * n; i++) a[i] = (float)(i % 7) * 0.01f;
+  double best = 1e30;
+  for (int k = 0; k < 4; k++) {
+    double t0 = now();
+    k_matmul_forward(a + 2 * n * n, a, a + n * n, NULL, n, n, n);
+    double t = now() - t0;
+    if (k && t < best) best = t;
+  }
+  free(a);
+  return 2.0 * n * n * n / best;
+}
+
+/* the loss summed by prt_loss_add over the world (the ranks that hold the
+   loss, once per tp group), per token of the global batch */
+static double world_loss(PrtCtx *c) {
+  double l = c->tp_rank == 0 ? c->loss_sum : 0;
+  prt_allreduce_sum_f64(c->world_group, &l, 1);
+  return l / ((double)c->batch * (double)c->seq);
+}
+
+/* the generated forward-only pass over the validation batch (compiler/stagegen.c); weak: binaries
+   of an older pipec have none */
+extern void pipec_eval(void *ctx, char *arena) __attribute__((weak));
+
+static double validate(PrtCtx *c) {
+  c->training = 0, c->loss_sum = 0;
+  pipec_eval(c, c->arena);
+  c->training = 1;
+  return world_loss(c);
+}
+
 int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) {
   PrtCtx *c = calloc(1, sizeof *c);
   g_ctx = c;
@@ -338,8 +362,11 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       break;
     } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) c->steps = arg_count(argv[++i], "--steps");
     else if (!strcmp(argv[i], "--log-every") && i + 1 < argc) log_every = arg_count(argv[++i], "--log-every");
+    else if (!strcmp(argv[i], "--data") && i + 1 < argc) opt_path(&c->data_glob, argv[++i]);
+    else if (!strcmp(argv[i], "--val-data") && i + 1 < argc) opt_path(&c->val_glob, argv[++i]);
+    else if (!strcmp(argv[i], "--val-every") && i + 1 < argc) c->val_every = arg_count(argv[++i], "--val-every");
     else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      printf("usage: %s [--steps N] [--log-every N]\n"
+      printf("usage: %s [--steps N] [--log-every N] [--data GLOB] [--val-data GLOB] [--val-every N]\n"
              "       %s --generate [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--sampling greedy|top_k:K|top_p:P|beam:N]\n"
              "                     [--temperature X] [--seed N] [--weights PATH] [--tokenizer DIR] [--ids]\n"
              "A stage program of %s made by pipec; start every rank with\n"
@@ -448,14 +475,26 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     prt_store_close(c->store);
     return rc;
   }
-  make_corpus(c);
+  /* the data, checked once; the peak: every rank's sgemm rate, measured at the same time */
+  if (c->vocab <= 0) c->vocab = 256; /* a model without token ids: any range */
+  if (prt_tokens_open(&c->train_tokens, c->data_glob, c->vocab, c->seq, err, sizeof err) ||
+      (c->val_glob && prt_tokens_open(&c->val_tokens, c->val_glob, c->vocab, c->seq, err, sizeof err)))
+    prt_die(c, "%s", err);
+  if (c->val_glob && !pipec_eval) prt_die(c, "%s has no validation pass (built by an older pipec); rebuild it to use validation data", argv[0]);
+  c->training = 1;
+  prt_barrier(c->world_group);
+  c->peak_flops = sgemm_rate();
+  prt_allreduce_sum_f64(c->world_group, &c->peak_flops, 1);
   c->scratch_n = (long)(c->mbrows * c->seq);
   c->scratch = malloc(sizeof(float) * 2 * (size_t)c->scratch_n);
   c->loss_scale = (float)(1.0 / ((double)c->batch * (double)c->seq));
-  int logger = me == 0;
+  int logger = me == 0, bar = logger && isatty(1) && isatty(2);
   if (logger)
-    printf("pipec: %s, %d ranks (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n", c->model,
-           c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total);
+    printf("pipec: %s, %d ranks (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n"
+           "pipec: data %s (%lld tokens)%s%s; peak %.1f GFLOP/s (sgemm on every rank)\n",
+           c->model, c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
+           c->data_glob ? c->data_glob : "synthetic", (long long)c->train_tokens.len, c->val_glob ? ", validation " : "",
+           c->val_glob ? c->val_glob : "", c->peak_flops / 1e9);
   fflush(stdout);
   size_t heap_before = 0, heap_growth = 0;
   double t_all = now();
@@ -471,17 +510,30 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       size_t h = mallinfo2().uordblks;
       if (h > heap_before && h - heap_before > heap_growth) heap_growth = h - heap_before;
     }
-    /* the loss of the step: the last pipeline rank's sums, counted once per tp group */
-    double l = c->stage == c->nstages - 1 && c->tp_rank == 0 ? c->loss_sum : 0;
-    prt_allreduce_sum_f64(c->world_group, &l, 1);
-    l /= (double)c->batch * (double)c->seq;
-    if (logger && (s % (log_every ? log_every : 1) == 0 || s == c->steps)) {
-      double tokens = (double)c->batch * (double)c->seq;
-      printf("step %4lld/%lld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s\n", (long long)s, (long long)c->steps, l, c->cur_lr,
-             c->grad_norm, dt * 1e3, tokens / dt);
+    double l = world_loss(c), tokens = (double)c->batch * (double)c->seq;
+    if (logger && (s % (log_every ? log_every : 1) == 0 || s == 1 || s == c->steps)) {
+      if (bar) fputs("\r\033[K", stderr);
+      printf("step %4lld/%lld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.2f%%\n", (long long)s, (long long)c->steps, l,
+             c->cur_lr, c->grad_norm, dt * 1e3, tokens / dt, 100 * c->flops_per_token * tokens / dt / c->peak_flops);
       fflush(stdout);
     }
+    if (c->val_glob && ((c->val_every && s % c->val_every == 0) || s == c->steps)) {
+      double v0 = now(), v = validate(c);
+      if (logger) {
+        if (bar) fputs("\r\033[K", stderr);
+        printf("val  %4lld/%lld | val loss %.6f | %.1f ms\n", (long long)s, (long long)c->steps, v, (now() - v0) * 1e3);
+        fflush(stdout);
+      }
+    }
+    if (bar) { /* one line on stderr, redrawn each step */
+      int w = 30, k = (int)(w * s / c->steps);
+      double left = (now() - t_all) / (double)s * (double)(c->steps - s);
+      fprintf(stderr, "\r[%.*s%*s] step %lld/%lld, %.0f s left ", k, "##############################", w - k, "", (long long)s,
+              (long long)c->steps, left);
+      fflush(stderr);
+    }
   }
+  if (bar) fputs("\r\033[K", stderr);
   if (logger) {
     struct mallinfo2 m1 = mallinfo2();
     (void)m0, (void)m1;
@@ -499,7 +551,9 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   }
   prt_group_free(c->world_group), prt_group_free(c->tp_group), prt_group_free(c->dp_group);
   prt_store_close(c->store);
-  free(c->arena), free(c->corpus), free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c);
+  prt_tokens_close(&c->train_tokens), prt_tokens_close(&c->val_tokens);
+  free(c->data_glob), free(c->val_glob);
+  free(c->arena), free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c);
   g_ctx = NULL;
   return 0;
 }

@@ -7,14 +7,25 @@
  * arena layout, training settings), finds this process's rank from the
  * launcher's environment, joins the others (store, host transport),
  * allocates the planned arena once, initialises the parameters, and calls
- * pipec_step once per training step. pipec_step and the chunk functions it
- * calls touch memory only inside the arena and call only the kernels of
- * lib/kernels.h and the prt_* functions below, whose first argument is the
- * context (void * in the generated code).
+ * pipec_step once per training step. When the stage has validation data,
+ * it also calls pipec_eval(ctx, arena) (the rank's forward actions alone;
+ * generated next to pipec_step and found by name: a weak symbol of the
+ * runtime) with training off: prt_dropout_forward is then the identity and
+ * prt_load_tokens/prt_load_targets read the validation data. pipec_step,
+ * pipec_eval and the chunk functions they call touch memory only inside
+ * the arena and call only the kernels of lib/kernels.h and the prt_*
+ * functions below, whose first argument is the context (void * in the
+ * generated code).
  *
  * Options of a stage binary (and of launch, which passes them on):
  *   --steps N        train N steps instead of the compiled number
- *   --log-every N    print a line every N steps (default 1)
+ *   --log-every N    print a line every N steps (default 1; step 1 and the last always)
+ *   --data GLOB      train on these token files (llm.c's or headerless; "-": synthetic)
+ *   --val-data GLOB  validate on these ("-": none)
+ *   --val-every N    validate every N steps (and after the last)
+ * Step line (rank 0): step, loss, learning rate, gradient norm, ms, tokens/s,
+ * MFU (docs/design.md); a progress bar on stderr when stdout and stderr are
+ * terminals.
  * Environment: PIPEC_TIMEOUT (seconds, default 60), PIPEC_THREADS (kernel
  * threads per rank; default: the cores divided by the local ranks).
  */

@@ -10,6 +10,17 @@
 #include "runtime/env.h"
 #include "runtime/stage.h"
 #include "runtime/store.h"
+#include "lib/tokfile.h"
+
+/* One token stream (runtime/data.c): the files a glob matches, sorted by
+ * name and read as one stream, or the synthetic corpus. */
+typedef struct PrtTokens {
+  TokFile *files;
+  size_t nfiles;
+  int64_t *first;           /* first[i]: position of file i's first token in the stream */
+  const int32_t *synthetic; /* without files */
+  int64_t len;
+} PrtTokens;
 
 typedef struct RtParam {
   int index;
@@ -30,7 +41,7 @@ struct PrtCtx {
   int *rk_pipe, *rk_pp, *rk_tp; /* per world rank */
   int tp_rank, dp_rank;
   int64_t batch, nmb, mbrows, seq, allmbs;
-  int64_t mb_base;   /* this pipeline's first microbatch in the global batch */
+  int64_t mb_base;   /* this pipeline's first microbatch in the global batch (read through prt_global_mb) */
   int templates;     /* pipelines of different shapes: gradients reduced per parameter group */
   int64_t steps, seed, warmup;
   double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
@@ -48,10 +59,14 @@ struct PrtCtx {
   double loss_sum;   /* this step, over this rank's microbatches */
   float loss_scale;  /* 1 / tokens of the global batch */
   double grad_norm, cur_lr;
-  int32_t *corpus;   /* synthetic data */
+  int training;      /* 0 in the validation pass: dropout off, tokens from the validation data */
+  char *data_glob, *val_glob; /* globs; NULL: synthetic data / no validation */
+  int64_t val_every;
+  double flops_per_token, peak_flops; /* of the model (6N + 6LCT); the ranks' summed sgemm rate */
+  PrtTokens train_tokens, val_tokens;
   float *scratch;    /* 2 x scratch_n floats: the max all-reduce's buffers (one value per row) */
   long scratch_n;
-  int64_t corpus_len, vocab;
+  int64_t vocab;
 };
 
 /* Stops this rank (and, through the transport, every other) with one line. */
@@ -60,5 +75,11 @@ uint64_t prt_mix64(uint64_t z);
 /* `launch --generate ...`: generation with this stage program (generate.c);
    argv[0] is "--generate", the options follow. */
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv);
+/* runtime/data.c: opens and checks pattern's files (NULL: the synthetic
+ * corpus); 0, or -1 with one line naming the file in err */
+int prt_tokens_open(PrtTokens *d, const char *pattern, int64_t vocab, int64_t seq, char *err, size_t errlen);
+void prt_tokens_close(PrtTokens *d);
+/* the global microbatch that local microbatch mb of this replica is */
+int64_t prt_global_mb(const PrtCtx *c, int mb);
 
 #endif
