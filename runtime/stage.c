@@ -342,11 +342,14 @@ static double world_loss(PrtCtx *c) {
    of an older pipec have none */
 extern void pipec_eval(void *ctx, char *arena) __attribute__((weak));
 
-static double validate(PrtCtx *c) {
+static void validate_and_log(PrtCtx *c, int64_t s, int logger) {
+  double t0 = now();
   c->training = 0, c->loss_sum = 0;
   pipec_eval(c, c->arena);
   c->training = 1;
-  return world_loss(c);
+  double v = world_loss(c);
+  if (logger) printf("val  %4lld/%lld | val loss %.6f | %.1f ms\n", (long long)s, (long long)c->steps, v, (now() - t0) * 1e3);
+  fflush(stdout);
 }
 
 int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) {
@@ -498,6 +501,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   fflush(stdout);
   size_t heap_before = 0, heap_growth = 0;
   double t_all = now();
+  if (c->val_glob) validate_and_log(c, 0, logger); /* before training (and the transport's queues reach their size) */
   for (int64_t s = 1; s <= c->steps; s++) {
     c->step = (int)s;
     c->loss_sum = 0;
@@ -518,12 +522,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       fflush(stdout);
     }
     if (c->val_glob && ((c->val_every && s % c->val_every == 0) || s == c->steps)) {
-      double v0 = now(), v = validate(c);
-      if (logger) {
-        if (bar) fputs("\r\033[K", stderr);
-        printf("val  %4lld/%lld | val loss %.6f | %.1f ms\n", (long long)s, (long long)c->steps, v, (now() - v0) * 1e3);
-        fflush(stdout);
-      }
+      if (bar) fputs("\r\033[K", stderr);
+      validate_and_log(c, s, logger);
     }
     if (bar) { /* one line on stderr, redrawn each step */
       int w = 30, k = (int)(w * s / c->steps);

@@ -22,7 +22,7 @@
  *   --log-every N    print a line every N steps (default 1; step 1 and the last always)
  *   --data GLOB      train on these token files (llm.c's or headerless; "-": synthetic)
  *   --val-data GLOB  validate on these ("-": none)
- *   --val-every N    validate every N steps (and after the last)
+ *   --val-every N    validate every N steps (and before the first, after the last)
  * Step line (rank 0): step, loss, learning rate, gradient norm, ms, tokens/s,
  * MFU (docs/design.md); a progress bar on stderr when stdout and stderr are
  * terminals.

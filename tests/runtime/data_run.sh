@@ -7,7 +7,8 @@
 #     and as a headerless file give the same losses, bitwise.
 #  3. dp 2, pp 2 x tp 2 (4 ranks) and interleaved pp 2 x 2 chunks train on
 #     the same sequences: the same losses as one rank (relative <= 1e-5).
-#  4. Validation every 5 steps: two `val` lines, equal across the layouts;
+#  4. Validation before training and every 5 steps: three `val` lines,
+#     equal across the layouts;
 #     `data`/`val_data`/`val_every` in the .pipe's train section do what the
 #     options do.
 #  5. A bad file stops the job (1 rank; 4 for one case) with one line naming it: a token id >=
@@ -79,7 +80,8 @@ losses raw.out | cmp -s - r1.losses && ok "a headerless file = the llm.c file, b
 # 3 and 4. layouts, with validation
 run r1 r1v.out --data all.bin --val-data val.bin --val-every 5
 vals r1v.out >r1.vals
-[ "$(wc -l <r1.vals)" -eq 2 ] && grep -q '^val     5/10 | val loss' r1v.out && ok "validation every 5 steps: 2 val lines ($(tr '\n' ' ' <r1.vals))" ||
+[ "$(wc -l <r1.vals)" -eq 3 ] && grep -q '^val     0/10 | val loss' r1v.out && grep -q '^val     5/10 | val loss' r1v.out &&
+  ok "validation before training and every 5 steps: 3 val lines ($(tr '\n' ' ' <r1.vals))" ||
   { bad "val lines: $(grep -c '^val' r1v.out)"; tail -3 r1v.out.err; }
 losses r1v.out | cmp -s - r1.losses && ok "a second run, validating, prints the same losses (bitwise)" || bad "a second run (validating) differs"
 for v in dp2 tiny inter; do
