@@ -9,6 +9,7 @@
 #include "compiler/cost.h"
 #include "compiler/plan.h"
 #include "lib/kernels.h"
+#include "lib/xalloc.h"
 
 enum { LOC_NONE, LOC_SLOT, LOC_WS };
 
@@ -704,6 +705,15 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
           (long long)p->seed, p->lr, p->min_lr, (long long)p->warmup, p->lr_schedule ? p->lr_schedule : "constant", p->grad_clip);
   bprintf(&m, "optimizer %s beta1 %.17g beta2 %.17g eps %.17g weight_decay %.17g momentum %.17g\n", p->optimizer, p->beta1, p->beta2,
           p->opt_eps, p->weight_decay, p->momentum);
+  bprintf(&m, "checkpoint every %lld keep %lld\n", (long long)p->save_every, (long long)p->keep);
+  for (int k = 0; k < 2; k++) { /* paths: the rest of their line */
+    const char *path = k ? p->init : p->save_dir;
+    if (path && strchr(path, '\n')) {
+      errf(err, errlen, "the %s path '%s' holds a line break, which a stage program cannot be given", k ? "init" : "save", path);
+      return NULL;
+    }
+    if (path) bprintf(&m, "%s %s\n", k ? "init" : "save_dir", path);
+  }
   bprintf(&m, "arena %lld params %lld grads %lld optim %lld slots %lld nslots %d slot_bytes %lld ws %lld ws_bytes %lld floats %lld\n",
           (long long)sp->total, (long long)sp->params_off, (long long)sp->grads_off, (long long)sp->optim_off, (long long)sp->slots_off,
           sp->nslots, (long long)sp->slot_bytes, (long long)sp->ws_off, (long long)sp->ws_bytes, (long long)pf);

@@ -82,7 +82,11 @@ static void parse_manifest(PrtCtx *c, const char *text) {
       bad |= sscanf(line, "param %d %159s %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %" SCNd64 " %" SCNd64 " %d %d", &p->index,
                     p->name, &p->off, &p->rows, &p->cols, &p->full_rows, &p->full_cols, &p->shard, &p->q_rows, &p->kv_rows, &p->first,
                     &p->tied) != 12;
-    } else if (!strcmp(key, "holders")) {
+    } else if (!strcmp(key, "checkpoint"))
+      bad |= sscanf(line, "checkpoint every %" SCNd64 " keep %" SCNd64, &c->save_every, &c->keep) != 2;
+    else if (!strcmp(key, "save_dir") || !strcmp(key, "init")) /* the rest of the line */
+      *(key[0] == 's' ? &c->save_dir : &c->init_path) = strdup(line + strlen(key) + 1);
+    else if (!strcmp(key, "holders")) {
       int q, pos;
       if (sscanf(line, "holders %d%n", &q, &pos) != 1) bad = 1;
       for (int i = 0; i < c->nparams; i++)
@@ -295,8 +299,18 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--steps") && i + 1 < argc) c->steps = arg_count(argv[++i], "--steps");
     else if (!strcmp(argv[i], "--log-every") && i + 1 < argc) log_every = arg_count(argv[++i], "--log-every");
+    else if (!strcmp(argv[i], "--init") && i + 1 < argc) c->init_path = argv[++i];
+    else if (!strcmp(argv[i], "--save") && i + 1 < argc) c->save_dir = argv[++i];
+    else if (!strcmp(argv[i], "--save-every") && i + 1 < argc) c->save_every = arg_count(argv[++i], "--save-every");
+    else if (!strcmp(argv[i], "--keep") && i + 1 < argc) c->keep = arg_count(argv[++i], "--keep");
+    else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) c->stop_after = arg_count(argv[++i], "--stop-after");
+    else if (!strcmp(argv[i], "--resume")) c->resume_dir = i + 1 < argc && strncmp(argv[i + 1], "--", 2) ? argv[++i] : "";
     else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      printf("usage: %s [--steps N] [--log-every N]\n"
+      printf("usage: %s [--steps N] [--log-every N] [--init PATH] [--resume [DIR]] [--save DIR] [--save-every N] [--keep K]\n"
+             "       [--stop-after N]\n"
+             "--init: weights from a pipec checkpoint folder, a Hugging Face GPT-2 model.safetensors or an llm.c .bin;\n"
+             "--resume: continue from the latest checkpoint in DIR (default: the save folder); --stop-after N: end after\n"
+             "step N (saving it when there is a save folder), the learning-rate schedule unchanged.\n"
              "A stage program of %s made by pipec; start every rank with\n"
              "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
              argv[0], c->model, c->world, c->world);
@@ -305,6 +319,10 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       fprintf(stderr, "pipec: unknown option '%s' (try --help)\n", argv[i]);
       return 2;
     }
+  }
+  if (c->resume_dir && !*c->resume_dir && !(c->resume_dir = c->save_dir)) {
+    fprintf(stderr, "pipec: --resume needs a folder: %s has no save = in its train section (--resume DIR)\n", c->model);
+    return 2;
   }
   char err[512];
   if (prt_env_read(&c->env, err, sizeof err)) {
@@ -375,6 +393,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     param_shard_copy(&sh, c->tp, c->tp_rank, w, (float *)(c->arena + c->params_off) + p->off);
     free(w);
   }
+  if (c->keep < 1) c->keep = 1;
+  prt_ckpt_start(c);
   make_corpus(c);
   c->scratch_n = (long)(c->mbrows * c->seq);
   c->scratch = malloc(sizeof(float) * 2 * (size_t)c->scratch_n);
@@ -386,11 +406,11 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   fflush(stdout);
   size_t heap_before = 0, heap_growth = 0;
   double t_all = now();
-  for (int64_t s = 1; s <= c->steps; s++) {
+  for (int64_t s = c->start_step + 1; s <= c->steps && (!c->stop_after || s <= c->stop_after); s++) {
     c->step = (int)s;
     c->loss_sum = 0;
     memset(c->arena + c->grads_off, 0, sizeof(float) * (size_t)c->floats);
-    if (s == 3) heap_before = mallinfo2().uordblks; /* after the transport's queues reach their size */
+    if (s == c->start_step + 3) heap_before = mallinfo2().uordblks; /* after the transport's queues reach their size */
     double t0 = now();
     step(c, c->arena);
     double dt = now() - t0;
@@ -408,6 +428,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
              c->grad_norm, dt * 1e3, tokens / dt);
       fflush(stdout);
     }
+    prt_ckpt_after_step(c, s);
   }
   if (logger) {
     struct mallinfo2 m1 = mallinfo2();
