@@ -16,7 +16,8 @@
 #     print the same loss, lr and norm as the run that never stopped, and the
 #     step-10 files are byte for byte the same; the leftover is gone. Also a
 #     run killed (SIGKILL) while saving every step resumes to the same
-#     step-10 files.
+#     step-10 files; pp 2 x tp 2's step 6 resumed in 1 rank continues as
+#     1 rank did (losses within 1e-5).
 #  4. Refusals, each one clear line naming the file (and tensor), nothing
 #     written: a truncated, a corrupt, a mixed-in and a missing checkpoint
 #     file (resume and merge; the old merge output stays); HF files with the
@@ -96,6 +97,12 @@ same=0
 for f in ck-pp2tp2/step-10/*; do cmp -s "$f" "ck-stop/step-10/${f##*/}" && same=$((same + 1)); done
 [ $same -eq 8 ] && ok "the resumed run's step-10 files equal the uninterrupted run's byte for byte" || bad "$same of 8 step-10 files equal"
 [ ! -e ck-stop/step-8.tmp ] && ok "the leftover step-8.tmp is gone" || bad "step-8.tmp left"
+# another layout: pp 2 x tp 2's step 6 resumed in 1 rank
+run 1 r1 --resume ck-pp2tp2/step-6 || bad "1 rank from pp 2 x tp 2: status $?: $(grep -v CUDA r1.err | head -3)"
+steps r1.run >r1-resumed.steps
+worst=$(tail -4 r1.steps | paste - r1-resumed.steps | awk '{ d = ($2 - $6) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.2g", w }')
+[ "$(wc -l <r1-resumed.steps)" -eq 4 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' &&
+  ok "pp 2 x tp 2's step 6 resumed in 1 rank: steps 7-10 as 1 rank's ($worst)" || bad "cross-layout resume: $worst"
 # a real crash: every rank SIGKILLed while saving every step
 MASTER_PORT=$(comm_free_port) timeout 120 mpirun -np 4 --bind-to none pp2tp2/launch --init init.safetensors --save ck-kill --save-every 1 >kill.run 2>kill.err &
 mpi=$!
