@@ -14,6 +14,10 @@ read with struct + json + numpy (no safetensors or torch package).
       a pipec checkpoint (tp 2, pp 2, step 3) of a small GPT-2 made up here,
       every shard kind (rows, cols, qkv, none) cut as lib/params.c cuts
       them; EXPECT is the HF file `pipec merge` must write from it
+  loss HF
+      the loss of gpt2-tiny's first step (1 rank: 8 rows of 64 tokens from
+      runtime/stage.c's synthetic corpus) with the weights of HF, by GPT-2's
+      forward pass written here in numpy as Hugging Face computes it
   compare A B TOL
       the tensors of A and B (HF names, "transformer." dropped, mask buffers
       and lm_head ignored) agree within TOL; the worst difference is printed
@@ -152,6 +156,51 @@ def fake_ckpt(d, expect):
     write_st(expect, t, {"format": "pt"})
 
 
+def mix64(z):
+    M = (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return z ^ (z >> 31)
+
+
+def loss(path):
+    """runtime/stage.c's make_corpus and window() for step 1, 1 rank, then GPT-2"""
+    n, M, s, tok = 1 << 16, (1 << 64) - 1, 0x5EED, 0
+    corpus = np.zeros(n, np.int64)
+    for i in range(n):
+        corpus[i] = tok
+        s = (s + 0x9E3779B97F4A7C15) & M
+        tok = mix64((tok * 4 + (mix64(s) & 3)) & M) % VOCAB
+    T = 64
+    rows = [corpus[r * (T + 1) % (n - T - 1):][:T + 1] for r in range(8)]
+    x_ids = np.array([r[:T] for r in rows]), np.array([r[1:] for r in rows])
+    t, _ = read_st(path)
+    w = {k.replace("transformer.", "", 1): v.astype(np.float64) for k, v in t.items()}
+    def ln(x, p):
+        m = x.mean(-1, keepdims=True); v = ((x - m) ** 2).mean(-1, keepdims=True)
+        return (x - m) / np.sqrt(v + 1e-5) * w[p + ".weight"] + w[p + ".bias"]
+    gelu = lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    ids, tgt = x_ids
+    x = w["wte.weight"][ids] + w["wpe.weight"][:T]
+    H, hd = 4, DIM // 4
+    mask = np.tril(np.ones((T, T), bool))
+    for i in range(LAYERS):
+        p = "h.%d." % i
+        qkv = ln(x, p + "ln_1") @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]  # Conv1D: x @ W
+        q, k, v = (qkv[..., j * DIM:(j + 1) * DIM].reshape(8, T, H, hd).transpose(0, 2, 1, 3) for j in range(3))
+        a = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
+        a = np.where(mask, a, -np.inf)
+        a = np.exp(a - a.max(-1, keepdims=True)); a /= a.sum(-1, keepdims=True)
+        y = (a @ v).transpose(0, 2, 1, 3).reshape(8, T, DIM)
+        x = x + y @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        h = gelu(ln(x, p + "ln_2") @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    logits = ln(x, "ln_f") @ w["wte.weight"].T
+    logits -= logits.max(-1, keepdims=True)
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    print("%.6f" % -np.take_along_axis(lp, tgt[..., None], -1).mean())
+
+
 def compare(a, b, tol):
     def norm(path):
         t, meta = read_st(path)
@@ -178,5 +227,6 @@ if __name__ == "__main__":
     if cmd == "hf": hf(a[0], a[1:])
     elif cmd == "llmc": llmc(a[0], a[1], a[2:])
     elif cmd == "fake_ckpt": fake_ckpt(a[0], a[1])
+    elif cmd == "loss": loss(a[0])
     elif cmd == "compare": sys.exit(compare(a[0], a[1], float(a[2])))
     else: sys.exit("unknown command " + cmd)
