@@ -46,7 +46,9 @@ int prt_load_weights(PrtCtx *c, const char *path, char *err, size_t errlen) {
   return rc;
 }
 
-void prt_ckpt_start(PrtCtx *c) {
+static int mkdir_p(const char *dir);
+
+static void load_start(PrtCtx *c) {
   char err[1024];
   if (!c->resume_dir) {
     if (c->init_path && prt_load_weights(c, c->init_path, err, sizeof err)) prt_die(c, "init: %s", err);
@@ -68,6 +70,14 @@ void prt_ckpt_start(PrtCtx *c) {
     if (load_into(c, s, sfx[k], optim_base(c, k), err, sizeof err)) prt_die(c, "resume: %s", err);
   if (c->env.rank == 0) printf("pipec: resumed from %s (step %lld of %lld)\n", ck_where(s), (long long)c->start_step, (long long)c->steps);
   ck_close(s);
+}
+
+void prt_ckpt_start(PrtCtx *c) {
+  load_start(c);
+  prt_barrier(c->world_group); /* every rank loaded: only then touch the save folder */
+  /* a save folder that cannot be written stops the job now, not after its last step */
+  if (c->save_dir && c->env.rank == 0 && (mkdir_p(c->save_dir) || access(c->save_dir, W_OK | X_OK)))
+    prt_die(c, "cannot write checkpoints into %s: %s", c->save_dir, strerror(errno));
 }
 
 /* ---- saving ---- */

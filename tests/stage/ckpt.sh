@@ -8,8 +8,8 @@
 #     after one step and merged, gives back the file's own numbers; so do
 #     the same weights as an llm.c checkpoint (padded vocab), and that pipec
 #     checkpoint loaded into 1 rank.
-#  2. Layouts: 10 steps from the same HF weights in 1 rank, pp 2, tp 2, dp 2
-#     and pp 2 x tp 2: the merged final checkpoints agree within 1e-5 and
+#  2. Layouts: 10 steps from the same HF weights in 1 rank, pp 2, tp 2, dp 2,
+#     pp 2 x tp 2 and dp 2 x tp 2 x pp 2: the merged final checkpoints agree within 1e-5 and
 #     the losses within a relative 1e-5; keep = 2 leaves the last two steps.
 #     The first step's loss is the one GPT-2's forward pass (numpy, HF
 #     layout, ckpt_files.py loss) gives for those weights: the mapping of
@@ -72,7 +72,8 @@ variant pp2 "parallel { tp = 1   pp = 2 }" "split { layers.2: BEGINNING }"
 variant tp2 "parallel { tp = 2   pp = 1 }" ""
 variant dp2 "parallel { tp = 1   pp = 1   dp = 2 }" ""
 variant pp2tp2 "parallel { tp = 2   pp = 2 }" "split { layers.2: BEGINNING }"
-for v in r1 pp2 tp2 dp2 pp2tp2; do
+variant dp2tp2pp2 "parallel { tp = 2   pp = 2   dp = 2 }" "split { layers.2: BEGINNING }"
+for v in r1 pp2 tp2 dp2 pp2tp2 dp2tp2pp2; do
   n=$(sed -n 's/.*nproc-per-node \([0-9]*\).*/\1/p' "$v.log")
   run "$n" "$v" --init init.safetensors --save "ck-$v" --save-every 2 || { bad "$v: status $?: $(grep -v CUDA "$v.err" | head -3)"; continue; }
   steps "$v.run" >"$v.steps"
@@ -168,6 +169,8 @@ head -c 500000 init.safetensors >trunc.safetensors
 refuse "init, truncated HF file" "trunc.safetensors" job 1 still1 --init trunc.safetensors --save ck-never
 $tool llmc init.safetensors trunc.bin --truncate 4
 refuse "init, truncated llm.c file" "trunc.bin: 965116 bytes, but its header" job 1 still1 --init trunc.bin --save ck-never
+refuse "a save folder that cannot be written" "cannot write checkpoints into /proc/ckpt-test" job 1 still1 --save /proc/ckpt-test
+grep -q '^step' refuse.out && bad "the unwritable save folder was found only after training" || ok "... found before step 1"
 [ ! -e ck-never ] && ok "no refused init wrote a checkpoint" || bad "ck-never exists"
 
 echo "$pass passed, $fail failed"
