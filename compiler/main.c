@@ -21,6 +21,7 @@
 #include "lib/bpe.h"
 #include "lib/tokfile.h"
 #include "lib/xalloc.h"
+#include "lib/ckpt.h"
 #include "version.h"
 
 static void usage(FILE *out) {
@@ -60,6 +61,10 @@ static void usage(FILE *out) {
         "  -o DIR               compile: DIR/MODEL-stageK (one executable per pipeline\n"
         "                       rank), DIR/launch, DIR/plan.json, DIR/schedule.txt\n"
         "  -h, --help           show this help\n"
+        "\n"
+        "       pipec merge CKPT_DIR -o model.safetensors\n"
+        "  writes the latest checkpoint in CKPT_DIR (or CKPT_DIR/step-<s> itself) as one\n"
+        "  Hugging Face GPT-2 safetensors file, whatever tp x pp layout saved it\n"
         "  --version            show the version\n"
         "\n"
         "  pipec tokenize --tokenizer DIR [--vocab-size V] FILE... -o OUT.bin\n"
@@ -199,7 +204,28 @@ static int tokenize_main(int argc, char **argv) {
   return status;
 }
 
+static int merge_main(int argc, char **argv) {
+  const char *dir = NULL, *out = NULL;
+  for (int i = 2; i < argc; i++) {
+    if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+      printf("usage: pipec merge CKPT_DIR -o model.safetensors\n");
+      return 0;
+    } else if (argv[i][0] == '-' || dir) return usage_error("merge: unexpected argument '%s' (usage: pipec merge CKPT_DIR -o FILE)", argv[i]);
+    else dir = argv[i];
+  }
+  if (!dir || !out) return usage_error("merge needs %s (usage: pipec merge CKPT_DIR -o FILE)", dir ? "-o FILE" : "a checkpoint folder");
+  char err[1024];
+  if (ck_merge(dir, out, err, sizeof err)) {
+    fprintf(stderr, "pipec: merge: %s\n", err);
+    return 1;
+  }
+  printf("pipec: wrote %s\n", out);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "merge")) return merge_main(argc, argv);
   if (argc > 1 && !strcmp(argv[1], "tokenize")) return tokenize_main(argc - 1, argv + 1);
   const char *file = NULL, *outdir = NULL;
   int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0, dump_kernels = 0;

@@ -9,6 +9,7 @@
 #include "compiler/cost.h"
 #include "compiler/plan.h"
 #include "lib/kernels.h"
+#include "lib/xalloc.h"
 
 enum { LOC_NONE, LOC_SLOT, LOC_WS };
 
@@ -978,6 +979,15 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   bprintf(&m, " val ");
   manifest_path(&m, p->val_data);
   bprintf(&m, " val_every %lld\nflops_per_token %.17g\n", (long long)p->val_every, flops_per_token(G));
+  bprintf(&m, "checkpoint every %lld keep %lld\n", (long long)p->save_every, (long long)p->keep);
+  for (int k = 0; k < 2; k++) { /* paths: the rest of their line */
+    const char *path = k ? p->init : p->save_dir;
+    if (path && strchr(path, '\n')) {
+      errf(err, errlen, "the %s path '%s' holds a line break, which a stage program cannot be given", k ? "init" : "save", path);
+      return NULL;
+    }
+    if (path) bprintf(&m, "%s %s\n", k ? "init" : "save_dir", path);
+  }
   bprintf(&m, "arena %lld params %lld grads %lld optim %lld slots %lld nslots %d slot_bytes %lld ws %lld ws_bytes %lld floats %lld\n",
           (long long)sp->total, (long long)sp->params_off, (long long)sp->grads_off, (long long)sp->optim_off, (long long)sp->slots_off,
           sp->nslots, (long long)sp->slot_bytes, (long long)sp->ws_off, (long long)sp->ws_bytes, (long long)pf);

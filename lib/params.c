@@ -2,6 +2,7 @@
 #include "lib/params.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static uint64_t mix(uint64_t *s) {
@@ -27,20 +28,43 @@ void param_init_full(float *w, const char *name, int64_t full_rows, int64_t full
   }
 }
 
-void param_shard_copy(const ParamShape *p, int tp, int rank, const float *full, float *part) {
+/* one loop for both directions: to_full copies part -> full, else full -> part */
+static void shard_move(const ParamShape *p, int tp, int rank, float *full, float *part, int to_full) {
+#define MOVE(f, q, n) (to_full ? memcpy((f), (q), sizeof(float) * (size_t)(n)) : memcpy((q), (f), sizeof(float) * (size_t)(n)))
   int64_t fc = p->full_cols ? p->full_cols : 1;
   switch (p->shard) {
-  case PSHARD_NONE: memcpy(part, full, sizeof(float) * (size_t)(p->full_rows * fc)); break;
-  case PSHARD_ROWS: memcpy(part, full + p->rows * rank * fc, sizeof(float) * (size_t)(p->rows * fc)); break;
+  case PSHARD_NONE: MOVE(full, part, p->full_rows * fc); break;
+  case PSHARD_ROWS: MOVE(full + p->rows * rank * fc, part, p->rows * fc); break;
   case PSHARD_COLS:
-    for (int64_t r = 0; r < p->rows; r++) memcpy(part + r * p->cols, full + r * fc + p->cols * rank, sizeof(float) * (size_t)p->cols);
+    for (int64_t r = 0; r < p->rows; r++) MOVE(full + r * fc + p->cols * rank, part + r * p->cols, p->cols);
     break;
   case PSHARD_QKV: {
     int64_t q = p->q_rows / tp, kv = p->kv_rows / tp;
-    memcpy(part, full + q * rank * fc, sizeof(float) * (size_t)(q * fc));
-    memcpy(part + q * fc, full + (p->q_rows + kv * rank) * fc, sizeof(float) * (size_t)(kv * fc));
-    memcpy(part + (q + kv) * fc, full + (p->q_rows + p->kv_rows + kv * rank) * fc, sizeof(float) * (size_t)(kv * fc));
+    MOVE(full + q * rank * fc, part, q * fc);
+    MOVE(full + (p->q_rows + kv * rank) * fc, part + q * fc, kv * fc);
+    MOVE(full + (p->q_rows + p->kv_rows + kv * rank) * fc, part + (q + kv) * fc, kv * fc);
     break;
   }
   }
+#undef MOVE
+}
+
+void param_shard_copy(const ParamShape *p, int tp, int rank, const float *full, float *part) {
+  shard_move(p, tp, rank, (float *)full, part, 0);
+}
+void param_shard_merge(const ParamShape *p, int tp, int rank, const float *part, float *full) {
+  shard_move(p, tp, rank, full, (float *)part, 1);
+}
+
+const char *param_hf_name(const char *name, char *buf, size_t n, int *conv1d) {
+  static const char *const conv[] = {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"};
+  int layer, pos = 0;
+  *conv1d = 0;
+  if (sscanf(name, "layers.%d.%n", &layer, &pos) == 1 && pos > 0) {
+    snprintf(buf, n, "h.%d.%s", layer, name + pos);
+    size_t len = strlen(name);
+    for (size_t i = 0; i < sizeof conv / sizeof *conv; i++)
+      if (len > strlen(conv[i]) && !strcmp(name + len - strlen(conv[i]), conv[i])) *conv1d = 1;
+  } else snprintf(buf, n, "%s", name);
+  return buf;
 }

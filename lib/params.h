@@ -10,6 +10,7 @@
  */
 #ifndef PIPEC_PARAMS_H
 #define PIPEC_PARAMS_H
+#include <stddef.h>
 #include <stdint.h>
 
 /* How a tensor-parallel rank holds a parameter (same values as ShardKind). */
@@ -26,5 +27,15 @@ typedef struct ParamShape {
 void param_init_full(float *w, const char *name, int64_t full_rows, int64_t full_cols, int index, uint64_t seed);
 /* this rank's part of `full` */
 void param_shard_copy(const ParamShape *s, int tp, int rank, const float *full, float *part);
+/* the inverse: writes this rank's part back into `full` (every rank's part
+   together fills it; for PSHARD_NONE any one rank's part is the whole) */
+void param_shard_merge(const ParamShape *s, int tp, int rank, const float *part, float *full);
+
+/* The Hugging Face GPT-2 name of a pipec parameter (wte.weight, wpe.weight,
+   layers.N.X -> h.N.X, ln_f.X, lm_head.weight; other names unchanged) into
+   buf; *conv1d = 1 when the file stores it as a Conv1D weight [in, out], the
+   transpose of pipec's [out, in] (attn.c_attn, attn.c_proj, mlp.c_fc,
+   mlp.c_proj weights). */
+const char *param_hf_name(const char *name, char *buf, size_t n, int *conv1d);
 
 #endif

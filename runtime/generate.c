@@ -36,7 +36,6 @@
 
 /* defined by the generated program when its model can generate */
 void pipec_gen(void *ctx, char *arena, char *gen, int pos) __attribute__((weak));
-int prt_load_weights(PrtCtx *c, const char *path, char *err, size_t errlen) __attribute__((weak));
 
 typedef struct Gen {
   int64_t beams, maxt, bytes, logits_off;
@@ -283,7 +282,6 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
             (long long)G->beams, G->beams == 1 ? "" : "s", G->sampling, (long long)nbeams, (long long)nbeams);
   if (weights) {
     char err[1024];
-    if (!prt_load_weights) prt_die(c, "this runtime cannot load weights yet");
     if (prt_load_weights(c, weights, err, sizeof err)) prt_die(c, "%s", err);
   } else if (say)
     fprintf(stderr, "pipec: no weights given (--weights, or infer { weights = ... }); generating from the seed's initial weights\n");

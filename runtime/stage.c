@@ -112,6 +112,10 @@ static void parse_manifest(PrtCtx *c, const char *text) {
       c->data_glob = manifest_path(tr), c->val_glob = manifest_path(va);
     } else if (!strcmp(key, "flops_per_token"))
       bad |= sscanf(line, "flops_per_token %lf", &c->flops_per_token) != 1;
+    else if (!strcmp(key, "checkpoint"))
+      bad |= sscanf(line, "checkpoint every %" SCNd64 " keep %" SCNd64, &c->save_every, &c->keep) != 2;
+    else if (!strcmp(key, "save_dir") || !strcmp(key, "init")) /* the rest of the line */
+      *(key[0] == 's' ? &c->save_dir : &c->init_path) = strdup(line + strlen(key) + 1);
     else if (!strcmp(key, "holders")) {
       int q, pos;
       if (sscanf(line, "holders %d%n", &q, &pos) != 1) bad = 1;
@@ -368,10 +372,20 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     else if (!strcmp(argv[i], "--data") && i + 1 < argc) opt_path(&c->data_glob, argv[++i]);
     else if (!strcmp(argv[i], "--val-data") && i + 1 < argc) opt_path(&c->val_glob, argv[++i]);
     else if (!strcmp(argv[i], "--val-every") && i + 1 < argc) c->val_every = arg_count(argv[++i], "--val-every");
+    else if (!strcmp(argv[i], "--init") && i + 1 < argc) c->init_path = argv[++i];
+    else if (!strcmp(argv[i], "--save") && i + 1 < argc) c->save_dir = argv[++i];
+    else if (!strcmp(argv[i], "--save-every") && i + 1 < argc) c->save_every = arg_count(argv[++i], "--save-every");
+    else if (!strcmp(argv[i], "--keep") && i + 1 < argc) c->keep = arg_count(argv[++i], "--keep");
+    else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) c->stop_after = arg_count(argv[++i], "--stop-after");
+    else if (!strcmp(argv[i], "--resume")) c->resume_dir = i + 1 < argc && strncmp(argv[i + 1], "--", 2) ? argv[++i] : "";
     else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       printf("usage: %s [--steps N] [--log-every N] [--data GLOB] [--val-data GLOB] [--val-every N]\n"
+             "       [--init PATH] [--resume [DIR]] [--save DIR] [--save-every N] [--keep K] [--stop-after N]\n"
              "       %s --generate [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--sampling greedy|top_k:K|top_p:P|beam:N]\n"
              "                     [--temperature X] [--seed N] [--weights PATH] [--tokenizer DIR] [--ids]\n"
+             "--init: weights from a pipec checkpoint folder, a Hugging Face GPT-2 model.safetensors or an llm.c .bin;\n"
+             "--resume: continue from the latest checkpoint in DIR (default: the save folder); --stop-after N: end after\n"
+             "step N (saving it when there is a save folder), the learning-rate schedule unchanged.\n"
              "A stage program of %s made by pipec; start every rank with\n"
              "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
              argv[0], argv[0], c->model, c->world, c->world);
@@ -380,6 +394,10 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       fprintf(stderr, "pipec: unknown option '%s' (try --help)\n", argv[i]);
       return 2;
     }
+  }
+  if (c->resume_dir && !*c->resume_dir && !(c->resume_dir = c->save_dir)) {
+    fprintf(stderr, "pipec: --resume needs a folder: %s has no save = in its train section (--resume DIR)\n", c->model);
+    return 2;
   }
   char err[512];
   if (prt_env_read(&c->env, err, sizeof err)) {
@@ -488,6 +506,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   prt_barrier(c->world_group);
   c->peak_flops = sgemm_rate();
   prt_allreduce_sum_f64(c->world_group, &c->peak_flops, 1);
+  if (c->keep < 1) c->keep = 1;
+  prt_ckpt_start(c);
   c->scratch_n = (long)(c->mbrows * c->seq);
   c->scratch = malloc(sizeof(float) * 2 * (size_t)c->scratch_n);
   c->loss_scale = (float)(1.0 / ((double)c->batch * (double)c->seq));
@@ -501,12 +521,12 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   fflush(stdout);
   size_t heap_before = 0, heap_growth = 0;
   double t_all = now();
-  if (c->val_glob) validate_and_log(c, 0, logger); /* before training (and the transport's queues reach their size) */
-  for (int64_t s = 1; s <= c->steps; s++) {
+  if (c->val_glob) validate_and_log(c, c->start_step, logger); /* before training (and the transport's queues reach their size) */
+  for (int64_t s = c->start_step + 1; s <= c->steps && (!c->stop_after || s <= c->stop_after); s++) {
     c->step = (int)s;
     c->loss_sum = 0;
     memset(c->arena + c->grads_off, 0, sizeof(float) * (size_t)c->floats);
-    if (s == 3) heap_before = mallinfo2().uordblks; /* after the transport's queues reach their size */
+    if (s == c->start_step + 3) heap_before = mallinfo2().uordblks; /* after the transport's queues reach their size */
     double t0 = now();
     step(c, c->arena);
     double dt = now() - t0;
@@ -532,6 +552,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
               (long long)c->steps, left);
       fflush(stderr);
     }
+    prt_ckpt_after_step(c, s);
   }
   if (bar) fputs("\r\033[K", stderr);
   if (logger) {

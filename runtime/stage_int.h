@@ -4,6 +4,7 @@
  * contract (that is stage.h). */
 #ifndef PIPEC_RT_STAGE_INT_H
 #define PIPEC_RT_STAGE_INT_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runtime/comm.h"
@@ -67,6 +68,10 @@ struct PrtCtx {
   float *scratch;    /* 2 x scratch_n floats: the max all-reduce's buffers (one value per row) */
   long scratch_n;
   int64_t vocab;
+  /* checkpoints (runtime/ckpt.c): the manifest's settings, options override them */
+  char *save_dir, *init_path, *resume_dir; /* NULL: none */
+  int64_t save_every, keep, stop_after;    /* save_every 0: at the end only; stop_after 0: run to the end */
+  int64_t start_step;                      /* the step a resumed run continues after (0: a fresh run) */
 };
 
 /* Stops this rank (and, through the transport, every other) with one line. */
@@ -81,5 +86,15 @@ int prt_tokens_open(PrtTokens *d, const char *pattern, int64_t vocab, int64_t se
 void prt_tokens_close(PrtTokens *d);
 /* the global microbatch that local microbatch mb of this replica is */
 int64_t prt_global_mb(const PrtCtx *c, int mb);
+
+/* Checkpoints (runtime/ckpt.c). prt_load_weights fills this rank's
+ * parameter shards in the arena from a pipec checkpoint folder (its latest
+ * step), a Hugging Face GPT-2 safetensors file or an llm.c checkpoint; 0, or
+ * -1 with a message naming the file and tensor. */
+int prt_load_weights(PrtCtx *c, const char *path, char *err, size_t errlen);
+/* After parameter init: resume (c->resume_dir) or load c->init_path; dies on errors. */
+void prt_ckpt_start(PrtCtx *c);
+/* After step s: saves when the settings ask for it (collective over the world). */
+void prt_ckpt_after_step(PrtCtx *c, int64_t s);
 
 #endif

@@ -1,0 +1,177 @@
+#!/bin/sh
+# ckpt.sh PIPEC SRC OUT PYTHON — checkpoints, initial weights and `pipec merge`
+# on gpt2-tiny, as a user runs them (mpirun, 1 to 4 ranks).
+#
+#  1. Initial weights, exactly: a Hugging Face file (prefix "transformer.",
+#     Conv1D [in, out], mask buffers, lm_head) loaded into pp 2 x tp 2 with a
+#     learning rate too small to move any weight (sgd, lr 1e-30), saved
+#     after one step and merged, gives back the file's own numbers; so do
+#     the same weights as an llm.c checkpoint (padded vocab), and that pipec
+#     checkpoint loaded into 1 rank.
+#  2. Layouts: 10 steps from the same HF weights in 1 rank, pp 2, tp 2, dp 2,
+#     pp 2 x tp 2 and dp 2 x tp 2 x pp 2: the merged final checkpoints agree within 1e-5 and
+#     the losses within a relative 1e-5; keep = 2 leaves the last two steps.
+#     The first step's loss is the one GPT-2's forward pass (numpy, HF
+#     layout, ckpt_files.py loss) gives for those weights: the mapping of
+#     names and layouts is GPT-2's, not only self-consistent.
+#  3. Resume: pp 2 x tp 2 stopped after step 6 (--stop-after 6, beside a
+#     half-written step-8.tmp left by a crash), then --resume: steps 7-10
+#     print the same loss, lr and norm as the run that never stopped, and the
+#     step-10 files are byte for byte the same; the leftover is gone. Also a
+#     run killed (SIGKILL) while saving every step resumes to the same
+#     step-10 files; pp 2 x tp 2's step 6 resumed in 1 rank continues as
+#     1 rank did (losses within 1e-5).
+#  4. Refusals, each one clear line naming the file (and tensor), nothing
+#     written: a truncated, a corrupt, a mixed-in and a missing checkpoint
+#     file (resume and merge; the old merge output stays); HF files with the
+#     wrong vocab, a missing tensor, a wrong dtype; a truncated llm.c file.
+set -u
+pipec=$1 src=$2 out=$3 py=$4
+tool="$py $src/tests/stage/ckpt_files.py"
+pass=0 fail=0
+ok() { echo "ok $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export PIPEC_TIMEOUT=60 PIPEC_THREADS=1
+rm -rf "$out" && mkdir -p "$out" && cd "$out" || exit 1
+tiny=$src/models/gpt2-tiny.pipe
+. "$src/tests/runtime/comm_port.sh"
+job() { # n dir args...: the job (1 rank: without a launcher), on a free port
+  n=$1 d=$2; shift 2
+  MASTER_PORT=$(comm_free_port)
+  export MASTER_PORT
+  if [ "$n" -eq 1 ]; then timeout 120 "$d/launch" "$@"; else timeout 120 mpirun -np "$n" --bind-to none "$d/launch" "$@"; fi
+}
+run() { d=$2; job "$@" >"$d.run" 2>"$d.err"; } # stdout in DIR.run, stderr in DIR.err
+steps() { grep '^step' "$1" | awk '{print $2, $5, $8, $11}'; } # step, loss, lr, norm
+variant() { # name "parallel line" "split line" [sed expression]
+  sed -e "s/^parallel .*/$2/" -e "s/^split .*/$3/" -e "${4:-s/^//}" "$tiny" >"$1.pipe"
+  "$pipec" "$1.pipe" -o "$1" >"$1.log" 2>&1 || { bad "$1 compiles"; cat "$1.log"; }
+}
+sgd='s/optimizer   = adamw(.*)/optimizer = sgd(lr = 1e-30)/'
+$tool hf init.safetensors && $tool llmc init.safetensors init.bin || bad "writing the weight files"
+
+# 1. exact round trips
+variant still "parallel { tp = 2   pp = 2 }" "split { layers.2: BEGINNING }" "$sgd"
+variant still1 "parallel { tp = 1   pp = 1 }" "" "$sgd"
+check_exact() { # what run-dir ckpt-dir
+  "$pipec" merge "$3" -o "$3.safetensors" >/dev/null 2>"$3.merge.err" || { bad "$1: merge: $(cat "$3.merge.err")"; return; }
+  r=$($tool compare init.safetensors "$3.safetensors" 0) && ok "$1: merged weights equal the HF file's exactly ($r)" || bad "$1: $r"
+}
+run 4 still --init init.safetensors --save ck-hf --stop-after 1 && check_exact "HF file into pp 2 x tp 2" still ck-hf ||
+  bad "HF init: $(grep -v CUDA still.err | head -3)"
+run 4 still --init init.bin --save ck-llmc --stop-after 1 && check_exact "llm.c file into pp 2 x tp 2" still ck-llmc ||
+  bad "llm.c init: $(grep -v CUDA still.err | head -3)"
+run 1 still1 --init ck-hf --save ck-dir --stop-after 1 && check_exact "pipec checkpoint of pp 2 x tp 2 into 1 rank" still1 ck-dir ||
+  bad "pipec init: $(grep -v CUDA still1.err | head -3)"
+grep -q "^pipec: initial weights from init.bin" still.run && ok "the run says where its weights came from" || bad "no 'initial weights' line"
+
+# 2. layouts
+variant r1 "parallel { tp = 1   pp = 1 }" "" 's/grad_clip/keep = 2   grad_clip/'
+variant pp2 "parallel { tp = 1   pp = 2 }" "split { layers.2: BEGINNING }"
+variant tp2 "parallel { tp = 2   pp = 1 }" ""
+variant dp2 "parallel { tp = 1   pp = 1   dp = 2 }" ""
+variant pp2tp2 "parallel { tp = 2   pp = 2 }" "split { layers.2: BEGINNING }"
+variant dp2tp2pp2 "parallel { tp = 2   pp = 2   dp = 2 }" "split { layers.2: BEGINNING }"
+for v in r1 pp2 tp2 dp2 pp2tp2 dp2tp2pp2; do
+  n=$(sed -n 's/.*nproc-per-node \([0-9]*\).*/\1/p' "$v.log")
+  run "$n" "$v" --init init.safetensors --save "ck-$v" --save-every 2 || { bad "$v: status $?: $(grep -v CUDA "$v.err" | head -3)"; continue; }
+  steps "$v.run" >"$v.steps"
+  "$pipec" merge "ck-$v" -o "$v.safetensors" >/dev/null 2>"$v.merge.err" || { bad "$v: merge: $(cat "$v.merge.err")"; continue; }
+  [ "$v" = r1 ] && continue
+  r=$($tool compare r1.safetensors "$v.safetensors" 1e-5) && ok "$v ($n ranks): merged step 10 equals 1 rank's within 1e-5 ($r)" || bad "$v: $r"
+  worst=$(paste r1.steps "$v.steps" | awk '{ d = ($2 - $6) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.2g", w }')
+  [ "$(wc -l <"$v.steps")" -eq 10 ] && [ "$(wc -l <r1.steps)" -eq 10 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' && ok "$v: losses equal 1 rank's ($worst)" ||
+    bad "$v: losses differ by $worst"
+done
+ref=$($tool loss init.safetensors)
+first=$(head -1 r1.steps | cut -d' ' -f2)
+awk -v a="$ref" -v b="$first" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-5) }' &&
+  ok "step 1's loss from the HF weights is GPT-2's as numpy computes it ($first vs $ref)" || bad "step 1 loss $first, GPT-2 in numpy $ref"
+[ "$(ls ck-r1)" = "$(printf 'step-10\nstep-8')" ] && ok "keep = 2 keeps step-8 and step-10" || bad "keep = 2 left: $(ls ck-r1 | tr '\n' ' ')"
+[ "$(ls ck-pp2tp2 | wc -l)" -eq 3 ] && ok "the default keep is 3" || bad "default keep: $(ls ck-pp2tp2 | tr '\n' ' ')"
+[ "$(ls ck-pp2tp2/step-10 | tr '\n' ' ')" = "model-pp0-tp0.safetensors model-pp0-tp1.safetensors model-pp1-tp0.safetensors model-pp1-tp1.safetensors optim-pp0-tp0.safetensors optim-pp0-tp1.safetensors optim-pp1-tp0.safetensors optim-pp1-tp1.safetensors " ] &&
+  ok "one model and one optimizer file per (pp, tp) rank" || bad "files: $(ls ck-pp2tp2/step-10 | tr '\n' ' ')"
+
+# 3. resume
+run 4 pp2tp2 --init init.safetensors --save ck-stop --save-every 2 --stop-after 6 || bad "stop after 6: status $?"
+[ "$(steps pp2tp2.run | tail -1 | cut -d' ' -f1)" = 6/10 ] && [ -d ck-stop/step-6 ] && ok "--stop-after 6 ends after step 6, saved" ||
+  bad "stop after 6: $(steps pp2tp2.run | tail -1)"
+mkdir ck-stop/step-8.tmp && head -c 1000 ck-pp2tp2/step-8/model-pp0-tp0.safetensors >ck-stop/step-8.tmp/model-pp0-tp0.safetensors
+run 4 pp2tp2 --save ck-stop --resume || bad "resume: status $?: $(grep -v CUDA pp2tp2.err | head -3)"
+grep -q "resumed from ck-stop/step-6 (step 6 of 10)" pp2tp2.run && ok "resumes from step 6, not the half-written step 8" || bad "resume: $(head -2 pp2tp2.run)"
+steps pp2tp2.run >resumed.steps
+tail -4 pp2tp2.steps | cmp -s - resumed.steps && ok "steps 7-10 after resuming print what the uninterrupted run printed" ||
+  { bad "resumed steps differ"; tail -4 pp2tp2.steps; cat resumed.steps; }
+same=0
+for f in ck-pp2tp2/step-10/*; do cmp -s "$f" "ck-stop/step-10/${f##*/}" && same=$((same + 1)); done
+[ $same -eq 8 ] && ok "the resumed run's step-10 files equal the uninterrupted run's byte for byte" || bad "$same of 8 step-10 files equal"
+[ ! -e ck-stop/step-8.tmp ] && ok "the leftover step-8.tmp is gone" || bad "step-8.tmp left"
+# another layout: pp 2 x tp 2's step 6 resumed in 1 rank
+run 1 r1 --resume ck-pp2tp2/step-6 || bad "1 rank from pp 2 x tp 2: status $?: $(grep -v CUDA r1.err | head -3)"
+steps r1.run >r1-resumed.steps
+worst=$(tail -4 r1.steps | paste - r1-resumed.steps | awk '{ d = ($2 - $6) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.2g", w }')
+[ "$(wc -l <r1-resumed.steps)" -eq 4 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' &&
+  ok "pp 2 x tp 2's step 6 resumed in 1 rank: steps 7-10 as 1 rank's ($worst)" || bad "cross-layout resume: $worst"
+# a real crash: every rank SIGKILLed while saving every step
+MASTER_PORT=$(comm_free_port) timeout 120 mpirun -np 4 --bind-to none pp2tp2/launch --init init.safetensors --save ck-kill --save-every 1 >kill.run 2>kill.err &
+mpi=$!
+i=0
+while [ ! -d ck-kill/step-2 ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done
+ranks=$(ps -o pid= --ppid "$(ps -o pid= --ppid $mpi | head -1)" 2>/dev/null; ps -o pid= --ppid $mpi 2>/dev/null)
+kill -9 $ranks 2>/dev/null
+wait $mpi
+killed=$(ls ck-kill | tr '\n' ' ')
+if [ -d ck-kill/step-10 ]; then bad "the run ended before the SIGKILL ($killed)"; else
+  run 4 pp2tp2 --save ck-kill --resume || bad "resume after SIGKILL: status $?: $(grep -v CUDA pp2tp2.err | head -3)"
+  same=0
+  for f in ck-pp2tp2/step-10/*; do cmp -s "$f" "ck-kill/step-10/${f##*/}" && same=$((same + 1)); done
+  [ $same -eq 8 ] && ok "killed (SIGKILL, leaving $killed) and resumed: step-10 files equal byte for byte" || bad "after SIGKILL ($killed): $same of 8 equal"
+fi
+
+# 4. refusals
+refuse() { # what expected-text command...: fails, one clear line containing the text
+  what=$1 want=$2; shift 2
+  "$@" >refuse.out 2>refuse.err
+  rc=$?
+  [ $rc -ne 0 ] && grep -q -- "$want" refuse.err && ok "$what: refused ($(grep -m1 -- "$want" refuse.err | sed 's/^.*pipec: //'))" ||
+    { bad "$what: status $rc, wanted '$want'"; head -3 refuse.err; }
+}
+snapshot() { find "$1" -type f | sort | xargs md5sum; }
+cp -r ck-pp2tp2 bad-trunc && truncate -s -100 bad-trunc/step-10/model-pp1-tp0.safetensors
+cp r1.safetensors merged.safetensors
+refuse "merge, truncated file" "model-pp1-tp0.safetensors" "$pipec" merge bad-trunc -o merged.safetensors
+cmp -s r1.safetensors merged.safetensors && ok "a failed merge leaves its output file alone" || bad "merge output changed"
+snapshot bad-trunc >before
+refuse "resume, truncated file" "model-pp1-tp0.safetensors" job 1 r1 --resume bad-trunc
+snapshot bad-trunc | cmp -s before - && ok "a refused resume writes nothing" || bad "the refused resume changed the checkpoint"
+cp -r ck-pp2tp2 bad-byte && printf '\377' | dd of=bad-byte/step-10/optim-pp0-tp1.safetensors bs=1 seek=20 conv=notrunc 2>/dev/null
+refuse "merge, corrupt header" "optim-pp0-tp1.safetensors" "$pipec" merge bad-byte -o merged.safetensors
+refuse "resume, corrupt header" "optim-pp0-tp1.safetensors" job 1 r1 --resume bad-byte
+cp -r ck-pp2tp2 bad-mix && cp ck-pp2tp2/step-8/model-pp0-tp1.safetensors bad-mix/step-10/
+refuse "merge, a file of another step" "model-pp0-tp1.safetensors: metadata step is '8'" "$pipec" merge bad-mix -o merged.safetensors
+cp -r ck-pp2tp2 bad-miss && rm bad-miss/step-10/model-pp1-tp1.safetensors
+refuse "merge, a missing file" "model-pp1-tp1.safetensors is missing" "$pipec" merge bad-miss -o merged.safetensors
+refuse "resume, a missing file" "model-pp1-tp1.safetensors is missing" job 1 r1 --resume bad-miss
+cp -r ck-pp2tp2 bad-model && sed -i 's/"model":"gpt2_tiny"/"model":"gpt2_tinx"/' bad-model/step-10/*.safetensors
+refuse "resume, another model's checkpoint" "is a checkpoint of model 'gpt2_tinx', not 'gpt2_tiny'" job 4 pp2tp2 --resume bad-model
+$tool fake_ckpt fake fake.safetensors
+refuse "init, a pipec checkpoint of another shape" "fake/step-3: tensor '.*' has shape" job 1 still1 --init fake --save ck-never
+refuse "merge, an empty folder" "no complete checkpoint" "$pipec" merge "$(mkdir -p empty && echo empty)" -o merged.safetensors
+cmp -s r1.safetensors merged.safetensors && ok "merged.safetensors is still the old file after every refusal" || bad "merge output changed"
+$tool hf vocab500.safetensors --vocab 500
+refuse "init, HF file of another vocab" "tensor 'transformer.wte.weight' has shape \[500, 64\], the model needs \[512, 64\]" job 1 still1 --init vocab500.safetensors --save ck-never
+$tool hf drop.safetensors --drop h.3.ln_2.bias
+refuse "init, HF file without a tensor" "tensor 'h.3.ln_2.bias' (pipec 'layers.3.ln_2.bias') is missing" job 4 still --init drop.safetensors --save ck-never
+$tool hf i32.safetensors --i32 h.1.mlp.c_fc.weight --no-prefix
+refuse "init, HF tensor of dtype I32" "tensor 'h.1.mlp.c_fc.weight' has dtype I32" job 1 still1 --init i32.safetensors --save ck-never
+head -c 500000 init.safetensors >trunc.safetensors
+refuse "init, truncated HF file" "trunc.safetensors" job 1 still1 --init trunc.safetensors --save ck-never
+$tool llmc init.safetensors trunc.bin --truncate 4
+refuse "init, truncated llm.c file" "trunc.bin: 965116 bytes, but its header" job 1 still1 --init trunc.bin --save ck-never
+refuse "a save folder that cannot be written" "cannot write checkpoints into /proc/ckpt-test" job 1 still1 --save /proc/ckpt-test
+grep -q '^step' refuse.out && bad "the unwritable save folder was found only after training" || ok "... found before step 1"
+[ ! -e ck-never ] && ok "no refused init wrote a checkpoint" || bad "ck-never exists"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
