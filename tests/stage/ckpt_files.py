@@ -16,7 +16,7 @@ read with struct + json + numpy (no safetensors or torch package).
       them; EXPECT is the HF file `pipec merge` must write from it
   loss HF
       the loss of gpt2-tiny's first step (1 rank: 8 rows of 64 tokens from
-      runtime/stage.c's synthetic corpus) with the weights of HF, by GPT-2's
+      runtime/data.c's synthetic corpus) with the weights of HF, by GPT-2's
       forward pass written here in numpy as Hugging Face computes it
   compare A B TOL
       the tensors of A and B (HF names, "transformer." dropped, mask buffers
@@ -164,7 +164,7 @@ def mix64(z):
 
 
 def loss(path):
-    """runtime/stage.c's make_corpus and window() for step 1, 1 rank, then GPT-2"""
+    """runtime/data.c's make_corpus and window() for step 1, 1 rank, then GPT-2"""
     n, M, s, tok = 1 << 16, (1 << 64) - 1, 0x5EED, 0
     corpus = np.zeros(n, np.int64)
     for i in range(n):
@@ -172,7 +172,7 @@ def loss(path):
         s = (s + 0x9E3779B97F4A7C15) & M
         tok = mix64((tok * 4 + (mix64(s) & 3)) & M) % VOCAB
     T = 64
-    rows = [corpus[r * (T + 1) % (n - T - 1):][:T + 1] for r in range(8)]
+    rows = [corpus[r * T % (n - T - 1):][:T + 1] for r in range(8)]
     x_ids = np.array([r[:T] for r in rows]), np.array([r[1:] for r in rows])
     t, _ = read_st(path)
     w = {k.replace("transformer.", "", 1): v.astype(np.float64) for k, v in t.items()}
