@@ -5,7 +5,9 @@
 #                     show what pipec makes of the tiny GPT-2, compile it to
 #                     stage programs, tokenize this repository's docs with
 #                     GPT-2's BPE cut to the model's 512 ids, and train it on
-#                     them on 4 CPU ranks (mpirun), validating on README.md
+#                     them on 4 CPU ranks (mpirun), validating on README.md,
+#                     then generate text from the saved weights on the same 4
+#                     ranks and merge the shards into one Hugging Face file
 #   ./build.sh test   install what is missing, then build and pass the whole
 #                     test suite: a -Werror build, an ASan+UBSan build, and
 #                     the front-end fuzzer (clang's libFuzzer) for a bounded time
@@ -71,11 +73,20 @@ case "${1:-}" in
     build/pipec tokenize --tokenizer build/tokenizer --vocab-size 512 docs/*.md -o build/data/docs.bin
     build/pipec tokenize --tokenizer build/tokenizer --vocab-size 512 README.md -o build/data/readme.bin
     echo
-    echo "== train it on 4 CPU ranks, pp 2 x tp 2, validating on README.md every 50 steps"
-    echo "   (mpirun -np 4 build/gpt2-tiny/launch --data build/data/docs.bin --val-data build/data/readme.bin --val-every 50 --steps 300 --log-every 25)"
+    echo "== train it on 4 CPU ranks, pp 2 x tp 2, validating on README.md every 100 steps, saving the weights at the end"
+    echo "   (mpirun -np 4 build/gpt2-tiny/launch --data build/data/docs.bin --val-data build/data/readme.bin --val-every 100 --steps 600 --log-every 50 --save build/gpt2-tiny-ckpt)"
     [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    rm -rf build/gpt2-tiny-ckpt
     mpirun -np 4 --oversubscribe --bind-to none build/gpt2-tiny/launch --data build/data/docs.bin --val-data build/data/readme.bin \
-      --val-every 50 --steps 300 --log-every 25
+      --val-every 100 --steps 600 --log-every 50 --save build/gpt2-tiny-ckpt
+    echo
+    echo "== generate from the trained weights on the same 4 ranks (KV cache per stage; top-k sampling, seed 7)"
+    echo "   (mpirun -np 4 build/gpt2-tiny/launch --generate --weights build/gpt2-tiny-ckpt --tokenizer build/tokenizer --prompt \"The stage programs\" --sampling top_k:40 --temperature 0.8 --seed 7)"
+    mpirun -np 4 --oversubscribe --bind-to none build/gpt2-tiny/launch --generate --weights build/gpt2-tiny-ckpt --tokenizer build/tokenizer \
+      --prompt "The stage programs" --max-new-tokens 48 --sampling top_k:40 --temperature 0.8 --seed 7
+    echo
+    echo "== one Hugging Face GPT-2 file from the 4 ranks' shards (build/pipec merge build/gpt2-tiny-ckpt -o build/gpt2-tiny.safetensors)"
+    build/pipec merge build/gpt2-tiny-ckpt -o build/gpt2-tiny.safetensors
     ;;
   test)
     install_missing

@@ -17,7 +17,9 @@
  *   --max-new-tokens N   --sampling greedy|top_k:K|top_p:P|beam:N
  *   --temperature X   --seed N   --weights PATH   --tokenizer DIR   --ids
  * The tokenizer (GPT-2's byte-level BPE) is read from DIR, $PIPEC_TOKENIZER
- * or ./tokenizer: encoder.json + vocab.bpe, or vocab.json + merges.txt.
+ * or ./tokenizer: encoder.json + vocab.bpe, or vocab.json + merges.txt; for
+ * a model of V < 50257 ids, its first V - 256 merges (pipec tokenize
+ * --vocab-size V).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -292,6 +294,8 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   if (!ids_arg || !print_ids) {
     bpe = load_tokenizer(tokdir, err, sizeof err);
     if (!bpe && !ids_arg) prt_die(c, "%s", err);
+    /* a model with fewer ids than GPT-2 uses GPT-2's BPE with its first vocab - 256 merges (as pipec tokenize --vocab-size) */
+    if (bpe && bpe_vocab_size(bpe) > c->vocab && bpe_limit_vocab(bpe, (int)c->vocab, err, sizeof err)) prt_die(c, "%s", err);
   }
   int32_t *ids = NULL;
   size_t np = 0;

@@ -1,6 +1,7 @@
-/* gen_reference.c FILE.pipe IDS N — greedy decoding of FILE's model, from
- * the parameters its stage programs start from (param_init_full, the train
- * section's seed), by the reference executor (runtime/graph_exec.c): the
+/* gen_reference.c FILE.pipe IDS N [WEIGHTS] — greedy decoding of FILE's
+ * model, from the parameters its stage programs start from (param_init_full,
+ * the train section's seed) or from WEIGHTS (a pipec checkpoint, a Hugging
+ * Face GPT-2 or an llm.c file: lib/ckpt), by the reference executor (runtime/graph_exec.c): the
  * whole sequence's forward again for every new token, no cache. Prints the
  * N new token ids on one line, for tests/stage/generate.sh to compare with
  * what the stage programs' KV-cache decoding produced. */
@@ -8,12 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/ckpt.h"
 #include "runtime/graph_exec.h"
 #include "tests/compile.h"
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: gen_reference FILE.pipe IDS N\n");
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: gen_reference FILE.pipe IDS N [WEIGHTS]\n");
     return 2;
   }
   Arena a = {0};
@@ -30,6 +32,20 @@ int main(int argc, char **argv) {
   if (len + n > T) return 1;
   GraphExec *x = gexec_new(g, 1, T);
   gexec_init_params(x, (uint64_t)p->seed);
+  if (argc == 5) {
+    char err[1024];
+    CkSource *src = ck_open(argv[4], err, sizeof err);
+    for (int i = 0; src && i < g->nparam; i++)
+      if (ck_get(src, g->param[i].name, g->param[i].rows, g->param[i].cols, x->params + x->param_off[i], err, sizeof err)) {
+        ck_close(src);
+        src = NULL;
+      }
+    if (!src) {
+      fprintf(stderr, "gen_reference: %s\n", err);
+      return 1;
+    }
+    ck_close(src);
+  }
   int V = g->t[logits].width;
   for (int k = 0; k < n; k++, len++) { /* positions after len - 1 do not reach it: causal */
     gexec_forward(x, tok, tgt);

@@ -8,6 +8,8 @@
 #     gives the same tokens on 1 rank, pp 2 x tp 2, pp 2 with 2 chunks per
 #     rank (interleaved), and dp 2; so do top-k sampling with a seed, and
 #     beam search with 3 beams (compiled with infer { sampling = beam(3) }).
+#     So does pp 2 x tp 2 with weights from a checkpoint 1 rank saved
+#     (--weights), against the reference executor reading the same files.
 #     A heterogeneous pair (1-stage + 2-stage pipelines) decodes as the
 #     reference executor does.
 #  2. Sampling depends on its seed; greedy does not.
@@ -53,6 +55,13 @@ for v in pp2tp2 inter dp2; do
   got=$(gen $v greedy --max-new-tokens 24)
   [ -n "$got" ] && [ "$got" = "$ref" ] && ok "$v: greedy tokens equal 1 rank's" || { bad "$v greedy: '$got' vs '$ref'"; tail -3 "$out/$v.greedy.err"; }
 done
+# trained weights: 1 rank trains 20 steps and saves; pp 2 x tp 2 generates from the checkpoint as the reference does
+timeout 120 mpirun -np 1 --bind-to none "$out/r1/launch" --steps 20 --save "$out/ckpt" >"$out/train.out" 2>"$out/train.err" ||
+  { bad "training r1 with --save"; tail -3 "$out/train.err"; }
+got=$(gen pp2tp2 trained --max-new-tokens 16 --weights "$out/ckpt") want=$("$reference" "$out/r1.pipe" 5,17,300,42 16 "$out/ckpt")
+[ -n "$got" ] && [ "$got" = "$want" ] && [ "$got" != "$(echo "$ref" | cut -d' ' -f1-16)" ] &&
+  ok "trained weights (--weights CKPT): pp 2 x tp 2 generates the reference executor's tokens ($got)" ||
+  { bad "trained weights: '$got' vs the reference's '$want'"; tail -3 "$out/pp2tp2.trained.err"; }
 cp "$src/models/examples/oobleck-templates.pipe" "$out/oobleck.pipe"
 "$pipec" "$out/oobleck.pipe" -o "$out/oobleck" >"$out/oobleck.log" 2>&1 || { bad "the template pair compiles"; cat "$out/oobleck.log"; }
 got=$(gen oobleck greedy --max-new-tokens 12) want=$("$reference" "$out/oobleck.pipe" 5,17,300,42 12)
