@@ -22,6 +22,33 @@ static float *params_base(PrtCtx *c) { return (float *)(c->arena + c->params_off
 static float *optim_base(PrtCtx *c, int which) { return (float *)(c->arena + c->optim_off) + (which ? c->floats : 0); }
 static int optim_slots(PrtCtx *c) { return !strcmp(c->optimizer, "adamw") ? 2 : c->momentum > 0 ? 1 : 0; }
 
+/* ---- folders ---- */
+static int rm_tree(const char *path) { /* a step folder: files, one level */
+  DIR *d = opendir(path);
+  if (!d) return -1;
+  for (struct dirent *e; (e = readdir(d));) {
+    char *p = NULL;
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && asprintf(&p, "%s/%s", path, e->d_name) > 0) unlink(p);
+    free(p);
+  }
+  closedir(d);
+  return rmdir(path);
+}
+
+static int mkdir_p(const char *dir) {
+  char *p = xstrdup(dir);
+  for (char *q = p + 1; *q; q++)
+    if (*q == '/') {
+      *q = 0;
+      if (mkdir(p, 0755) && errno != EEXIST) return free(p), -1;
+      *q = '/';
+    }
+  int rc = mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
+  free(p);
+  return rc;
+}
+
+/* ---- loading ---- */
 /* every parameter of this rank (name + suffix) from s into base */
 static int load_into(PrtCtx *c, CkSource *s, const char *suffix, float *base, char *err, size_t errlen) {
   for (int i = 0; i < c->nparams; i++) {
@@ -45,8 +72,6 @@ int prt_load_weights(PrtCtx *c, const char *path, char *err, size_t errlen) {
   ck_close(s);
   return rc;
 }
-
-static int mkdir_p(const char *dir);
 
 static void load_start(PrtCtx *c) {
   char err[1024];
@@ -81,31 +106,6 @@ void prt_ckpt_start(PrtCtx *c) {
 }
 
 /* ---- saving ---- */
-static int rm_tree(const char *path) { /* a step folder: files, one level */
-  DIR *d = opendir(path);
-  if (!d) return -1;
-  for (struct dirent *e; (e = readdir(d));) {
-    char *p = NULL;
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && asprintf(&p, "%s/%s", path, e->d_name) > 0) unlink(p);
-    free(p);
-  }
-  closedir(d);
-  return rmdir(path);
-}
-
-static int mkdir_p(const char *dir) {
-  char *p = xstrdup(dir);
-  for (char *q = p + 1; *q; q++)
-    if (*q == '/') {
-      *q = 0;
-      if (mkdir(p, 0755) && errno != EEXIST) return free(p), -1;
-      *q = '/';
-    }
-  int rc = mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
-  free(p);
-  return rc;
-}
-
 static void write_file(PrtCtx *c, const char *dir, int64_t step, int optim) {
   StWriter *w = st_writer_new();
   char err[1024], v[256], key[300], path[4400];
@@ -114,6 +114,7 @@ static void write_file(PrtCtx *c, const char *dir, int64_t step, int optim) {
   META("format", "%s", CK_FORMAT), META("model", "%s", c->model), META("step", "%lld", (long long)step), META("tp", "%d", c->tp);
   META("pp", "%d", c->nstages), META("pp_rank", "%d", c->stage), META("tp_rank", "%d", c->tp_rank), META("optimizer", "%s", c->optimizer);
   META("kind", "%s", optim ? "optimizer" : "model");
+  META("data_position", "%lld", (long long)step); /* the data windows are a function of the step (runtime/stage.c, window) */
   static const char *const sfx[] = {".m", ".v"}, *const kinds[] = {"none", "rows", "cols", "qkv"};
   for (int i = 0; i < c->nparams && !rc; i++) {
     const RtParam *p = &c->params[i];

@@ -93,6 +93,14 @@ awk -v a="$ref" -v b="$first" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d; exit 
 [ "$(ls ck-pp2tp2/step-10 | tr '\n' ' ')" = "model-pp0-tp0.safetensors model-pp0-tp1.safetensors model-pp1-tp0.safetensors model-pp1-tp1.safetensors optim-pp0-tp0.safetensors optim-pp0-tp1.safetensors optim-pp1-tp0.safetensors optim-pp1-tp1.safetensors " ] &&
   ok "one model and one optimizer file per (pp, tp) rank" || bad "files: $(ls ck-pp2tp2/step-10 | tr '\n' ' ')"
 
+# the train section's own settings (a path with spaces, kept whole)
+variant keys "parallel { tp = 1   pp = 1 }" "" "s|precision = fp32|precision = fp32   save = \"my ckpt/run 1\" every 5   keep = 1   init = \"init.bin\"|"
+run 1 keys || bad "train { save init keep }: status $?: $(grep -v CUDA keys.err | head -3)"
+grep -q "^pipec: initial weights from init.bin" keys.run && [ "$(ls "my ckpt/run 1")" = step-10 ] &&
+  ok "train { save = \"my ckpt/run 1\" every 5  keep = 1  init = ... } are obeyed" || bad "train keys: $(ls "my ckpt/run 1" | tr '\n' ' ')"
+cmp -s "my ckpt/run 1/step-10/model-pp0-tp0.safetensors" ck-r1/step-10/model-pp0-tp0.safetensors &&
+  ok "... and init.bin gives the run from init.safetensors, byte for byte" || bad "init from llm.c and HF differ after 10 steps"
+
 # 3. resume
 run 4 pp2tp2 --init init.safetensors --save ck-stop --save-every 2 --stop-after 6 || bad "stop after 6: status $?"
 [ "$(steps pp2tp2.run | tail -1 | cut -d' ' -f1)" = 6/10 ] && [ -d ck-stop/step-6 ] && ok "--stop-after 6 ends after step 6, saved" ||
