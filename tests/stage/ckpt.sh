@@ -28,11 +28,7 @@
 set -u
 pipec=$1 src=$2 out=$3 py=$4
 tool="$py $src/tests/stage/ckpt_files.py"
-pass=0 fail=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export PIPEC_TIMEOUT=60 PIPEC_THREADS=1
+. "$src/tests/stage/common.sh"
 rm -rf "$out" && mkdir -p "$out" && cd "$out" || exit 1
 tiny=$src/models/gpt2-tiny.pipe
 . "$src/tests/runtime/comm_port.sh"

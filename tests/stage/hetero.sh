@@ -16,11 +16,7 @@
 #     stops with one line naming both.
 set -u
 pipec=$1 src=$2 out=$3
-pass=0 fail=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export PIPEC_TIMEOUT=60 PIPEC_THREADS=1
+. "$src/tests/stage/common.sh"
 port=$((20000 + $$ % 20000)) # each job its own store port, beside other tests' jobs (29500)
 rm -rf "$out" && mkdir -p "$out"
 tiny=$src/models/gpt2-tiny.pipe

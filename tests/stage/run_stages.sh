@@ -20,11 +20,7 @@
 #     both numbers.
 set -u
 pipec=$1 src=$2 out=$3
-pass=0 fail=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export PIPEC_TIMEOUT=60 PIPEC_THREADS=1
+. "$src/tests/stage/common.sh"
 export MASTER_PORT=29511 # its own store port: ctest -j runs other multi-rank tests at the same time
 rm -rf "$out" && mkdir -p "$out"
 tiny=$src/models/gpt2-tiny.pipe
