@@ -9,8 +9,11 @@
 #     the same weights as an llm.c checkpoint (padded vocab), and that pipec
 #     checkpoint loaded into 1 rank.
 #  2. Layouts: 10 steps from the same HF weights in 1 rank, pp 2, tp 2, dp 2,
-#     pp 2 x tp 2 and dp 2 x tp 2 x pp 2: the merged final checkpoints agree within 1e-5 and
-#     the losses within a relative 1e-5; keep = 2 leaves the last two steps.
+#     pp 2 x tp 2, dp 2 x tp 2 x pp 2, pp 4 under GPipe, 1F1B and ZB1P,
+#     interleaved (pp 2 x 2 chunks), and a heterogeneous 1-stage + 2-stage
+#     pair (against 1 rank with its batch of 12): the merged final
+#     checkpoints agree within 1e-5 and the losses within a relative 1e-5;
+#     keep = 2 leaves the last two steps.
 #     The first step's loss is the one GPT-2's forward pass (numpy, HF
 #     layout, ckpt_files.py loss) gives for those weights: the mapping of
 #     names and layouts is GPT-2's, not only self-consistent.
@@ -69,15 +72,26 @@ variant tp2 "parallel { tp = 2   pp = 1 }" ""
 variant dp2 "parallel { tp = 1   pp = 1   dp = 2 }" ""
 variant pp2tp2 "parallel { tp = 2   pp = 2 }" "split { layers.2: BEGINNING }"
 variant dp2tp2pp2 "parallel { tp = 2   pp = 2   dp = 2 }" "split { layers.2: BEGINNING }"
-for v in r1 pp2 tp2 dp2 pp2tp2 dp2tp2pp2; do
+pp4="split { layers.1: BEGINNING  layers.2: BEGINNING  layers.3: BEGINNING }"
+variant pp4gpipe "parallel { tp = 1   pp = 4 }" "$pp4" 's/schedule = 1f1b/schedule = gpipe/'
+variant pp4-1f1b "parallel { tp = 1   pp = 4 }" "$pp4"
+variant pp4zb1p "parallel { tp = 1   pp = 4 }" "$pp4" 's/schedule = 1f1b/schedule = zb1p/'
+variant inter "parallel { tp = 1   pp = 2   virtual = 2 }" "$pp4" 's/schedule = 1f1b/schedule = interleaved/'
+# the heterogeneous pair (a 1-stage and a 2-stage pipeline, batch 12 = 2 + 4 microbatches of 2) against 1 rank with batch 12
+variant r1b12 "parallel { tp = 1   pp = 1 }" "" 's/  batch = 8   microbatches = 4/  batch = 12   microbatches = 6/'
+variant pair "template one { microbatches = 2 }\ntemplate two { split { layers.2: BEGINNING }   microbatches = 4 }\nparallel { pipelines = [one, two] }" "" \
+  's/  batch = 8   microbatches = 4/  batch = 12/'
+for v in r1 pp2 tp2 dp2 pp2tp2 dp2tp2pp2 pp4gpipe pp4-1f1b pp4zb1p inter r1b12 pair; do
   n=$(sed -n 's/.*nproc-per-node \([0-9]*\).*/\1/p' "$v.log")
   run "$n" "$v" --init init.safetensors --save "ck-$v" --save-every 2 || { bad "$v: status $?: $(grep -v CUDA "$v.err" | head -3)"; continue; }
   steps "$v.run" >"$v.steps"
   "$pipec" merge "ck-$v" -o "$v.safetensors" >/dev/null 2>"$v.merge.err" || { bad "$v: merge: $(cat "$v.merge.err")"; continue; }
-  [ "$v" = r1 ] && continue
-  r=$($tool compare r1.safetensors "$v.safetensors" 1e-5) && ok "$v ($n ranks): merged step 10 equals 1 rank's within 1e-5 ($r)" || bad "$v: $r"
-  worst=$(paste r1.steps "$v.steps" | awk '{ d = ($2 - $6) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.2g", w }')
-  [ "$(wc -l <"$v.steps")" -eq 10 ] && [ "$(wc -l <r1.steps)" -eq 10 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' && ok "$v: losses equal 1 rank's ($worst)" ||
+  [ "$v" = r1 ] || [ "$v" = r1b12 ] && continue
+  base=r1
+  [ "$v" = pair ] && base=r1b12
+  r=$($tool compare $base.safetensors "$v.safetensors" 1e-5) && ok "$v ($n ranks): merged step 10 equals 1 rank's within 1e-5 ($r)" || bad "$v: $r"
+  worst=$(paste $base.steps "$v.steps" | awk '{ d = ($2 - $6) / $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.2g", w }')
+  [ "$(wc -l <"$v.steps")" -eq 10 ] && [ "$(wc -l <$base.steps)" -eq 10 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' && ok "$v: losses equal 1 rank's ($worst)" ||
     bad "$v: losses differ by $worst"
 done
 ref=$($tool loss init.safetensors)
