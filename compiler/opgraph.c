@@ -198,6 +198,15 @@ static Val apply_prim(B *b, const Module *m, Val *a, int na, Loc loc) {
       err(b, loc, "'%s' takes (logits, targets): activations first, then the target token ids", m->path);
       return (Val){-2, 0};
     }
+    /* the kernels skip negative targets and smooth nothing: refuse what they would get wrong */
+    if (m->p > 0) {
+      err(b, loc, "'%s': label_smoothing = %g is not supported by pipec's kernels yet; remove it (0 is the default)", m->path, m->p);
+      return (Val){-2, 0};
+    }
+    if (m->num >= 0) {
+      err(b, loc, "'%s': ignore_index = %lld: pipec ignores the negative target ids (such as -1 or -100) only", m->path, (long long)m->num);
+      return (Val){-2, 0};
+    }
     int out = tensor(b, 1, 0, m->path);
     OgOp *o = emit(b, OP_XENT, PHASE_F, out, loc, m);
     o->in[0] = a[0].t, o->in[1] = a[1].t, o->nin = 2;
