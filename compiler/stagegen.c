@@ -945,6 +945,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   bprintf(&m, "pipec-stage 1\nmodel %s\n", p->model_name);
   bprintf(&m, "stage %d pipeline %d stages %d\n", pp_rank, pipeline, s->nranks);
   bprintf(&m, "world %d tp %d dp %d pp %d\n", p->world, p->tp, p->dp, p->pp);
+  bprintf(&m, "precision %s\n", p->precision ? p->precision : "fp32");
   int64_t vocab = 0; /* the rows of the embedding that reads the token ids: the data's range */
   for (int i = 0; i < g->nfwd; i++)
     if (g->op[i].kind == OP_EMBEDDING && g->op[i].in[0] == g->tokens && g->op[i].weight >= 0) vocab = g->param[g->op[i].weight].full_rows;

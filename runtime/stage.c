@@ -112,6 +112,7 @@ static void parse_manifest(PrtCtx *c, const char *text) {
       c->data_glob = manifest_path(tr), c->val_glob = manifest_path(va);
     } else if (!strcmp(key, "flops_per_token"))
       bad |= sscanf(line, "flops_per_token %lf", &c->flops_per_token) != 1;
+    else if (!strcmp(key, "precision")) bad |= sscanf(line, "precision %7s", c->precision) != 1;
     else if (!strcmp(key, "checkpoint"))
       bad |= sscanf(line, "checkpoint every %" SCNd64 " keep %" SCNd64, &c->save_every, &c->keep) != 2;
     else if (!strcmp(key, "save_dir") || !strcmp(key, "init")) /* the rest of the line */
@@ -518,6 +519,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
            c->model, c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
            c->data_glob ? c->data_glob : "synthetic", (long long)c->train_tokens.len, c->val_glob ? ", validation " : "",
            c->val_glob ? c->val_glob : "", c->peak_flops / 1e9);
+  if (logger && strcmp(c->precision, "fp32"))
+    printf("pipec: precision %s is for the GPU; these stage programs run on the CPU and compute in fp32\n", c->precision);
   fflush(stdout);
   size_t heap_before = 0, heap_growth = 0;
   double t_all = now();

@@ -46,7 +46,7 @@ struct PrtCtx {
   int templates;     /* pipelines of different shapes: gradients reduced per parameter group */
   int64_t steps, seed, warmup;
   double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
-  char lr_schedule[32], optimizer[16];
+  char lr_schedule[32], optimizer[16], precision[8];
   int64_t total, params_off, grads_off, optim_off, slots_off, slot_bytes, ws_off, ws_bytes, floats;
   int nslots;
   RtParam *params;
