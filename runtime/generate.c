@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <float.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -210,6 +211,21 @@ static PrtGroup *group_of(PrtCtx *c, int pp, int *root) { /* this pipeline's ran
   return g;
 }
 
+/* Stops generation for a reason every rank finds alike (the options, the
+   prompt, the build): rank 0 says why, once, and every rank exits 1. */
+static void refuse(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void refuse(PrtCtx *c, const char *fmt, ...) {
+  if (c->env.rank == 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "pipec: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+  }
+  exit(1);
+}
+
 static int64_t opt_int(const char *s, const char *what, int64_t lo, int64_t hi) {
   char *end;
   errno = 0;
@@ -234,9 +250,9 @@ static double opt_float(const char *s, const char *what, double lo, double hi) {
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   Gen G0 = {0}, *G = &G0;
   int me = c->env.rank, say = me == 0;
-  if (parse_gen(G, manifest)) prt_die(c, "this stage binary's manifest has no generation part (from another pipec version?)");
-  if (G->none) prt_die(c, "%s cannot generate: %s", c->model, G->none);
-  if (!pipec_gen) prt_die(c, "this stage binary has no generation code");
+  if (parse_gen(G, manifest)) refuse(c, "this stage binary's manifest has no generation part (from another pipec version?)");
+  if (G->none) refuse(c, "%s cannot generate: %s", c->model, G->none);
+  if (!pipec_gen) refuse(c, "this stage binary has no generation code");
   const char *prompt = G->prompt, *ids_arg = NULL, *tokdir = NULL, *weights = G->weights;
   char mode[16];
   memcpy(mode, G->sampling, sizeof mode);
@@ -279,9 +295,10 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
       exit(2);
     }
   }
-  if (nbeams != G->beams && (nbeams > 1 || G->beams > 1))
-    prt_die(c, "this build decodes %lld beam%s at a time (infer { sampling = %s }); recompile with sampling = beam(%lld) for %lld beams",
-            (long long)G->beams, G->beams == 1 ? "" : "s", G->sampling, (long long)nbeams, (long long)nbeams);
+  /* a beam(N) build also samples or decodes greedily (its row 0); other beam counts need another build */
+  if (nbeams > 1 && nbeams != G->beams)
+    refuse(c, "this build decodes %lld beam%s at a time; recompile with infer { sampling = beam(%lld) } for %lld beams", (long long)G->beams,
+           G->beams == 1 ? "" : "s", (long long)nbeams, (long long)nbeams);
   if (weights) {
     char err[1024];
     if (prt_load_weights(c, weights, err, sizeof err)) prt_die(c, "%s", err);
@@ -303,24 +320,24 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
     for (const char *q = ids_arg; *q;) {
       char *end;
       long v = strtol(q, &end, 10);
-      if (end == q || v < 0 || v >= c->vocab) prt_die(c, "--prompt-ids: '%s' is not a list of token ids below %lld", ids_arg, (long long)c->vocab);
+      if (end == q || v < 0 || v >= c->vocab) refuse(c, "--prompt-ids: '%s' is not a list of token ids below %lld", ids_arg, (long long)c->vocab);
       ids = xrealloc(ids, np + 1, sizeof(int32_t)), ids[np++] = (int32_t)v;
       q = *end == ',' ? end + 1 : end;
-      if (*end && *end != ',') prt_die(c, "--prompt-ids: '%s' is not a comma-separated list", ids_arg);
+      if (*end && *end != ',') refuse(c, "--prompt-ids: '%s' is not a comma-separated list", ids_arg);
     }
   } else {
-    if (!prompt || !*prompt) prt_die(c, "no prompt: give --prompt TEXT or --prompt-ids, or set infer { prompt = \"...\" }");
+    if (!prompt || !*prompt) refuse(c, "no prompt: give --prompt TEXT or --prompt-ids, or set infer { prompt = \"...\" }");
     np = bpe_encode(bpe, prompt, strlen(prompt), &ids);
     for (size_t i = 0; i < np; i++)
       if (ids[i] >= c->vocab) {
         size_t len;
         const char *t = bpe_token_bytes(bpe, ids[i], &len);
-        prt_die(c, "the prompt's token %zu ('%.*s', id %d) is outside %s's vocabulary of %lld tokens", i, (int)len, t, ids[i], c->model,
+        refuse(c, "the prompt's token %zu ('%.*s', id %d) is outside %s's vocabulary of %lld tokens", i, (int)len, t, ids[i], c->model,
                 (long long)c->vocab);
       }
   }
-  if (np == 0) prt_die(c, "the prompt is empty");
-  if ((int64_t)np >= G->maxt) prt_die(c, "the prompt has %zu tokens; %s sees at most %lld positions", np, c->model, (long long)G->maxt);
+  if (np == 0) refuse(c, "the prompt is empty");
+  if ((int64_t)np >= G->maxt) refuse(c, "the prompt has %zu tokens; %s sees at most %lld positions", np, c->model, (long long)G->maxt);
   if ((int64_t)np + max_new > G->maxt) {
     if (say) fprintf(stderr, "pipec: %s sees %lld positions: generating %lld tokens, not %lld\n", c->model, (long long)G->maxt,
                      (long long)(G->maxt - (int64_t)np), (long long)max_new);
@@ -331,7 +348,8 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   char *gen = aligned_alloc(64, (size_t)(G->bytes + 63) / 64 * 64);
   if (!gen) prt_die(c, "cannot allocate %lld bytes for generation", (long long)G->bytes);
   memset(gen, 0, (size_t)G->bytes);
-  int nb = (int)G->beams, last = c->stage == c->nstages - 1, root = 0;
+  if (!strcmp(mode, "beam") && nbeams == 1) snprintf(mode, sizeof mode, "greedy"); /* one beam: greedy */
+  int nb = (int)G->beams, last = c->stage == c->nstages - 1, root = 0, beam = !strcmp(mode, "beam");
   int64_t total = (int64_t)np + max_new;
   int32_t *seq = xcalloc((size_t)nb * (size_t)total, sizeof(int32_t)), *seq2 = xcalloc((size_t)nb * (size_t)total, sizeof(int32_t));
   for (int b = 0; b < nb; b++) memcpy(seq + (size_t)b * total, ids, sizeof(int32_t) * np);
@@ -394,7 +412,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
     }
     for (int b = 0; b < nb; b++) seq[(size_t)b * total + pos + 1] = msg[b];
     produced++;
-    if (say && nb == 1) {
+    if (say && !beam) { /* row 0: greedy and sampling stream their tokens */
       size_t len = 0;
       const char *t = bpe && !print_ids ? bpe_token_bytes(bpe, msg[0], &len) : NULL;
       if (t) fwrite(t, 1, len, stdout);
@@ -405,7 +423,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   if (say) {
-    if (nb > 1) { /* beam search: the best beam, once it is final */
+    if (beam) { /* beam search: the best beam, once it is final */
       const int32_t *s = seq + np; /* choose() orders the beams best first */
       if (bpe && !print_ids) {
         char *text = bpe_decode(bpe, s, (size_t)max_new, &(size_t){0}, err, sizeof err);
@@ -421,7 +439,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
       printf("\n");
     }
     printf("pipec: %lld tokens in %.2f s (%.1f tokens/s), %s%s\n", (long long)produced, dt, dt > 0 ? (double)produced / dt : 0.0, mode,
-           nb > 1 ? " (the best beam)" : "");
+           beam ? " (the best beam)" : "");
     fflush(stdout);
   }
   prt_group_free(pipe);

@@ -368,6 +368,25 @@ static void stop_if_any(PrtCtx *c, int failed, const char *why) {
   exit(1);
 }
 
+/* the end of a run: leave the job, free what the context holds */
+static void ctx_free(PrtCtx *c) {
+  prt_comm_finalize(c->comm);
+  for (int i = 0; i < c->nparams; i++) {
+    RtParam *p = &c->params[i];
+    if (p->tied_group) prt_group_free(p->tied_group);
+    int shared = 0;
+    for (int e = 0; e < i; e++) shared |= c->params[e].grad_group == p->grad_group;
+    if (p->grad_group && !shared) prt_group_free(p->grad_group);
+    free(p->holders), free(p->reduce);
+  }
+  prt_group_free(c->world_group), prt_group_free(c->tp_group), prt_group_free(c->dp_group);
+  prt_store_close(c->store);
+  prt_tokens_close(&c->train_tokens), prt_tokens_close(&c->val_tokens);
+  free(c->data_glob), free(c->val_glob), free(c->save_dir), free(c->init_path);
+  free(c->arena), free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c);
+  g_ctx = NULL;
+}
+
 int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) {
   PrtCtx *c = calloc(1, sizeof *c);
   g_ctx = c;
@@ -384,8 +403,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     else if (!strcmp(argv[i], "--data") && i + 1 < argc) opt_path(&c->data_glob, argv[++i]);
     else if (!strcmp(argv[i], "--val-data") && i + 1 < argc) opt_path(&c->val_glob, argv[++i]);
     else if (!strcmp(argv[i], "--val-every") && i + 1 < argc) c->val_every = arg_count(argv[++i], "--val-every");
-    else if (!strcmp(argv[i], "--init") && i + 1 < argc) c->init_path = argv[++i];
-    else if (!strcmp(argv[i], "--save") && i + 1 < argc) c->save_dir = argv[++i];
+    else if (!strcmp(argv[i], "--init") && i + 1 < argc) opt_path(&c->init_path, argv[++i]);
+    else if (!strcmp(argv[i], "--save") && i + 1 < argc) opt_path(&c->save_dir, argv[++i]);
     else if (!strcmp(argv[i], "--save-every") && i + 1 < argc) c->save_every = arg_count(argv[++i], "--save-every");
     else if (!strcmp(argv[i], "--keep") && i + 1 < argc) c->keep = arg_count(argv[++i], "--keep");
     else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) c->stop_after = arg_count(argv[++i], "--stop-after");
@@ -504,8 +523,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   }
   if (gen_argv) {
     int rc = prt_generate(c, manifest, gen_argc, gen_argv);
-    prt_comm_finalize(c->comm);
-    prt_store_close(c->store);
+    ctx_free(c);
     return rc;
   }
   /* the data, checked once; the peak: every rank's sgemm rate, measured at the same time */
@@ -575,20 +593,6 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     printf("pipec: done in %.2f s; arena %lld bytes as planned, heap growth during steps 3..%lld: %zu bytes\n", now() - t_all,
            (long long)c->total, (long long)c->steps, heap_growth);
   }
-  prt_comm_finalize(c->comm);
-  for (int i = 0; i < c->nparams; i++) {
-    RtParam *p = &c->params[i];
-    if (p->tied_group) prt_group_free(p->tied_group);
-    int shared = 0;
-    for (int e = 0; e < i; e++) shared |= c->params[e].grad_group == p->grad_group;
-    if (p->grad_group && !shared) prt_group_free(p->grad_group);
-    free(p->holders), free(p->reduce);
-  }
-  prt_group_free(c->world_group), prt_group_free(c->tp_group), prt_group_free(c->dp_group);
-  prt_store_close(c->store);
-  prt_tokens_close(&c->train_tokens), prt_tokens_close(&c->val_tokens);
-  free(c->data_glob), free(c->val_glob);
-  free(c->arena), free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c);
-  g_ctx = NULL;
+  ctx_free(c);
   return 0;
 }
