@@ -562,7 +562,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     double t0 = now();
     step(c, c->arena);
     double dt = now() - t0;
-    if (s >= 3) {
+    if (s >= c->start_step + 3) {
       size_t h = mallinfo2().uordblks;
       if (h > heap_before && h - heap_before > heap_growth) heap_growth = h - heap_before;
     }
@@ -573,6 +573,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
              c->cur_lr, c->grad_norm, dt * 1e3, tokens / dt, 100 * c->flops_per_token * tokens / dt / c->peak_flops);
       fflush(stdout);
     }
+    size_t h_out = mallinfo2().uordblks; /* what validation and saving keep is not the steps' */
     if (c->val_glob && ((c->val_every && s % c->val_every == 0) || s == c->steps)) {
       if (bar) fputs("\r\033[K", stderr);
       validate_and_log(c, s, logger);
@@ -585,13 +586,15 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
       fflush(stderr);
     }
     prt_ckpt_after_step(c, s);
+    size_t h_back = mallinfo2().uordblks;
+    if (heap_before && h_back > h_out) heap_before += h_back - h_out;
   }
   if (bar) fputs("\r\033[K", stderr);
   if (logger) {
     struct mallinfo2 m1 = mallinfo2();
     (void)m0, (void)m1;
-    printf("pipec: done in %.2f s; arena %lld bytes as planned, heap growth during steps 3..%lld: %zu bytes\n", now() - t_all,
-           (long long)c->total, (long long)c->steps, heap_growth);
+    printf("pipec: done in %.2f s; arena %lld bytes as planned, heap growth during steps %lld..%lld: %zu bytes\n", now() - t_all,
+           (long long)c->total, (long long)c->start_step + 3, (long long)c->steps, heap_growth);
   }
   ctx_free(c);
   return 0;
