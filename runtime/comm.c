@@ -115,7 +115,6 @@ enum { F_DATA = 1, F_KICK, F_ABORT, F_BYE, F_WAITQ, F_WAITR };
 enum { SIG_SYNC, SIG_STAGED, SIG_SUMMED, SIG_COPIED, SIG_ZC, N_SIGTYPE }; /* SIG_ZC: zero-copy buffer published */
 #define NSLOT 4 /* all-reduce staging slots per rank */
 #define ZC_MIN_DEFAULT (16u << 10)   /* smaller all-reduces do not look for shared buffers */
-#define ZC_CHUNK_DEFAULT (1u << 20)  /* zero-copy all-reduce: bytes per chunk */
 enum { WHY_LOST = 1, WHY_TIMEOUT, WHY_ABORTED, WHY_EXITED };
 
 typedef struct FrameHdr {
@@ -183,7 +182,7 @@ typedef struct InStream {
   size_t ctl_got;
 } InStream;
 
-/* memory from prt_comm_alloc_shared (own), or a peer's mapped here (read-only) */
+/* memory from prt_comm_alloc_shared (own), or a peer's mapped here */
 typedef struct ShReg {
   uint8_t *base;
   size_t size;
@@ -252,7 +251,7 @@ struct PrtComm {
   char shm_name[96];
   int host_shm;
   int host_zc, seg_fd;   /* host_zc: every local rank can map every other's memfds */
-  size_t zc_min, zc_chunk;
+  size_t zc_min;
   ShReg *regs;           /* from prt_comm_alloc_shared */
   int nregs, capregs;
   uint64_t next_reg;
@@ -1504,7 +1503,7 @@ static ShReg *own_region(PrtComm *c, const void *p, size_t bytes) {
 }
 
 /* The buffer rank p published for the current all-reduce, mapped here (once per region). */
-static const uint8_t *peer_buffer(PrtComm *c, int p, size_t bytes) {
+static uint8_t *peer_buffer(PrtComm *c, int p, size_t bytes) {
   Chan *ch = &c->ch[p];
   SegHdr *s = ch->pseg;
   uint64_t id = s->zc_id, size = s->zc_size, off = s->zc_off;
@@ -1515,10 +1514,11 @@ static const uint8_t *peer_buffer(PrtComm *c, int p, size_t bytes) {
     if (ch->pm[i].id == id) return ch->pm[i].base + off;
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)s->pid, fd);
-  int f = open(path, O_RDONLY | O_CLOEXEC);
+  int f = open(path, O_RDWR | O_CLOEXEC);
   struct stat st;
   void *m = MAP_FAILED;
-  if (f >= 0 && fstat(f, &st) == 0 && (uint64_t)st.st_size >= size) m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, f, 0);
+  if (f >= 0 && fstat(f, &st) == 0 && (uint64_t)st.st_size >= size)
+    m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
   int e = errno;
   if (f >= 0) close(f);
   if (m == MAP_FAILED) die_error(c, "cannot map rank %d's shared buffer (%s, %llu bytes): %s", p, path, (unsigned long long)size, strerror(e));
@@ -1529,19 +1529,21 @@ static const uint8_t *peer_buffer(PrtComm *c, int p, size_t bytes) {
     ch->pm = q, ch->cappm = cap;
   }
   ch->pm[ch->npm++] = (ShReg){m, (size_t)size, id, -1};
-  return (const uint8_t *)m + off;
+  return (uint8_t *)m + off;
 }
 
-/* 1) every member publishes where its buffer lies in its shared memory
- * (SIG_ZC); 0 is returned, on every member alike, when one member's is not
- * shared (the caller stages it). 2) For each chunk of the vector, member
- * `me` sums its slice (the same slices as shm_allreduce) in group order
- * straight from every member's buffer into its own, and signals SIG_SUMMED;
- * 3) once a chunk's slices are summed everywhere, it copies the other
- * slices out of their owners' buffers into its own (SIG_COPIED). Member j's
- * input slice of chunk k in my buffer is overwritten only after j signalled
- * that it summed chunk k; the call returns once every member copied every
- * chunk out of this buffer. */
+/* 1) Every member publishes where its buffer lies in its shared memory
+ * (SIG_ZC, which also releases the buffer's contents); 0 is returned, on
+ * every member alike, when one member's is not shared (the caller stages
+ * it). 2) Member `me` sums its slice (the slices of shm_allreduce's
+ * single chunk) in group order straight from every member's buffer into
+ * its own, block by block, and copies each summed block into the other
+ * members' buffers (non-temporal stores for large vectors). Nobody else
+ * reads or writes slice `me` of any buffer meanwhile, so this needs no
+ * synchronisation. 3) It signals SIG_SUMMED and returns once every member
+ * has (every slice of this buffer is written). Each member reads and
+ * writes the vector's size once: one memcpy's worth. */
+#define ZC_BLOCK (64u << 10) /* bytes summed before they are copied to the others (stays in L2) */
 static int zc_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
   PrtComm *c = g->c;
   int G = g->n, me = g->me;
@@ -1551,7 +1553,7 @@ static int zc_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
   s->zc_id = r ? r->id : 0, s->zc_size = r ? r->size : 0, s->zc_off = r ? (uint64_t)(b - r->base) : 0, s->zc_fd = r ? r->fd : -1;
   Others o;
   others_of(g, &o);
-  shm_signal_all(g, SIG_ZC); /* release: the fields above, and the buffer's contents */
+  shm_signal_all(g, SIG_ZC);
   shm_expect(c, o.r, o.n, SIG_ZC);
   int all = r != NULL;
   for (int i = 0; i < o.n; i++) all &= seg_of(c, o.r[i])->zc_id != 0;
@@ -1560,55 +1562,28 @@ static int zc_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
     others_free(&o);
     return 0;
   }
-  const uint8_t *bs_s[16];
+  uint8_t *bs_s[16];
   const void *src_s[16];
-  uint64_t base_s[3 * 16];
-  const uint8_t **bs = G <= 16 ? bs_s : malloc(sizeof(void *) * (size_t)G);
+  uint8_t **bs = G <= 16 ? bs_s : malloc(sizeof(void *) * (size_t)G);
   const void **src = G <= 16 ? src_s : malloc(sizeof(void *) * (size_t)G);
-  uint64_t *base = G <= 17 ? base_s : malloc(sizeof(uint64_t) * 3 * (size_t)G);
-  if (!bs || !src || !base) die_error(c, "out of memory");
+  if (!bs || !src) die_error(c, "out of memory");
   for (int j = 0; j < G; j++) bs[j] = j == me ? b : peer_buffer(c, g->ranks[j], n * esz);
-  size_t E = c->zc_chunk / esz;
   int nt = nt_for(n * esz);
-  /* an ArPipe with every chunk "staged": pipe_ready waits for SUMMED and COPIED only */
-  ArPipe a = {g, o.n, o.r, base, (n + E - 1) / E, 0, 0, 0};
-  a.k1 = a.nch;
-  for (int t = 0; t < 3; t++)
-    for (int i = 0; i < o.n; i++) base[(size_t)t * (size_t)o.n + (size_t)i] = c->ch[o.r[i]].sigexp[SIG_STAGED + t];
-  Wait w = {.ready = pipe_ready, .arg = &a};
-  for (;;) {
-    int did = 0, who = -1;
-    if (a.k3 < a.k2 && pipe_min(&a, SIG_SUMMED, &who) > a.k3) { /* copy out a chunk every member summed */
-      size_t c0 = a.k3 * E, m = min_sz(E, n - c0);
-      for (int d = 1; d < G; d++) {
-        int j = (me + d) % G;
-        size_t jl = c0 + m * (size_t)j / (size_t)G, jh = c0 + m * (size_t)(j + 1) / (size_t)G;
-        copy_out(b + jl * esz, bs[j] + jl * esz, (jh - jl) * esz, nt);
-      }
-      shm_signal_all(g, SIG_COPIED);
-      a.k3++;
-      did = 1;
-    } else if (a.k2 < a.nch) { /* sum this member's slice of the next chunk */
-      size_t c0 = a.k2 * E, m = min_sz(E, n - c0);
-      size_t lo = c0 + m * (size_t)me / (size_t)G, hi = c0 + m * (size_t)(me + 1) / (size_t)G;
-      for (int j = 0; j < G; j++) src[j] = bs[j] + lo * esz;
-      sum_any(esz, b + lo * esz, NULL, src, G, hi - lo, 0);
-      shm_signal_all(g, SIG_SUMMED);
-      a.k2++;
-      did = 1;
-    }
-    if (a.k3 == a.nch && pipe_min(&a, SIG_COPIED, &who) >= a.nch) break; /* nobody reads this buffer any more */
-    if (!did) wait_for(c, &w);
+  size_t lo = n * (size_t)me / (size_t)G, hi = n * (size_t)(me + 1) / (size_t)G, E = ZC_BLOCK / esz;
+  for (size_t c0 = lo; c0 < hi; c0 += E) {
+    size_t m = min_sz(E, hi - c0);
+    for (int j = 0; j < G; j++) src[j] = bs[j] + c0 * esz;
+    sum_any(esz, b + c0 * esz, NULL, src, G, m, 0);
+    for (int d = 1; d < G; d++) copy_out(bs[(me + d) % G] + c0 * esz, b + c0 * esz, m * esz, nt);
   }
 #if defined(__SSE2__)
-  _mm_sfence();
+  _mm_sfence(); /* the non-temporal stores into the others' buffers before the signal */
 #endif
-  for (int i = 0; i < o.n; i++)
-    for (int t = SIG_SUMMED; t <= SIG_COPIED; t++) c->ch[o.r[i]].sigexp[t] += a.nch;
+  shm_signal_all(g, SIG_SUMMED);
+  shm_expect(c, o.r, o.n, SIG_SUMMED);
   c->n_zc++;
   if (bs != bs_s) free(bs);
   if (src != src_s) free(src);
-  if (base != base_s) free(base);
   others_free(&o);
   return 1;
 }
@@ -2278,7 +2253,6 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
     c->defer_kicks = dk && *dk ? atoi(dk) != 0 : oversub;
     const char *zm = getenv("PIPEC_COMM_ZC_MIN");
     c->zc_min = zm && *zm ? (size_t)strtoull(zm, NULL, 10) : ZC_MIN_DEFAULT;
-    c->zc_chunk = (size_t)env_kib("PIPEC_COMM_ZC_KB", ZC_CHUNK_DEFAULT);
   }
   if (nlocal > 1) {
     const char *noshm = getenv("PIPEC_COMM_SHM");

@@ -60,7 +60,6 @@
  *                           are then staged like any other)
  *   PIPEC_COMM_ZC_MIN       smallest all-reduce in bytes that looks for shared
  *                           buffers (default 16384; 0: every one, for tests)
- *   PIPEC_COMM_ZC_KB        zero-copy all-reduce chunk (default 1024)
  *   PIPEC_COMM_STATS=1      prt_comm_finalize prints transport counters
  */
 #ifndef PIPEC_RT_COMM_H
@@ -101,9 +100,9 @@ void prt_barrier(PrtGroup *g);
  * first need it; no name in /dev/shm). Not collective. NULL when it cannot
  * be had. An all-reduce whose buffer lies in such memory on every member of
  * a group whose members all share memory (see prt_comm_init) runs zero-copy:
- * each member sums its slice straight from the others' buffers, then copies
- * the other slices out of their owners' buffers (same result, bit for bit,
- * as the staged path); otherwise the all-reduce stages the buffer as usual.
+ * each member sums its slice of the vector straight from the others'
+ * buffers and writes the sum into all of them (same result, bit for bit, as
+ * the staged path); otherwise the all-reduce stages the buffer as usual.
  * The memory stays valid until prt_comm_free_shared or prt_comm_finalize. */
 void *prt_comm_alloc_shared(PrtComm *c, size_t bytes);
 void prt_comm_free_shared(PrtComm *c, void *p); /* p: from prt_comm_alloc_shared, or NULL */

@@ -6,7 +6,7 @@
 # they are on two hosts, PIPEC_COMM_HOST=h0 for the first half and h1 for
 # the second: shared memory within each half, TCP between the halves),
 # mpirun-zc (like mpirun, but every all-reduce looks for shared buffers,
-# PIPEC_COMM_ZC_MIN=0, in chunks of 16 KiB: every rank must report
+# PIPEC_COMM_ZC_MIN=0: every rank must report
 # zero-copy all-reduces and fallbacks to staging in its transport counters),
 # torchrun (python3 TORCHRUN_PY).
 set -u
@@ -30,7 +30,7 @@ mpirun-2hosts)
   ;;
 mpirun-zc)
   "$launcher" --allow-run-as-root --oversubscribe -np "$np" -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT="$port" \
-    -x PIPEC_TIMEOUT=60 -x PIPEC_COMM_SHM=1 -x PIPEC_COMM_ZC_MIN=0 -x PIPEC_COMM_ZC_KB=16 -x PIPEC_COMM_STATS=1 \
+    -x PIPEC_TIMEOUT=60 -x PIPEC_COMM_SHM=1 -x PIPEC_COMM_ZC_MIN=0 -x PIPEC_COMM_STATS=1 \
     "$bin" all >"$tmp/out" 2>"$tmp/err"
   rc=$?
   ;;

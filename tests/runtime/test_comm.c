@@ -190,7 +190,7 @@ static void test_zero_copy(PrtGroup *world, const int *wr) {
   if (!sh) fail("prt_comm_alloc_shared(%zu) failed", cap);
   for (size_t i = 0; i < cap; i += 4096)
     if (sh[i]) fail("prt_comm_alloc_shared: byte %zu is not zero", i);
-  /* odd sizes: 0, smaller than the group, not divisible by it, many chunks; odd offsets in the region */
+  /* odd sizes: 0, smaller than the group, not divisible by it, several blocks; odd offsets in the region */
   size_t sizes[] = {0, 1, 2, 3, (size_t)W - 1, (size_t)W, (size_t)W + 1, 1000, 4099, 65537, (1u << 20) + 3, (3u << 20) + 17};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
     check_zc_f32(world, wr, sh, 4 * (i * 1031 % 4096), sizes[i], 900 + i, ~0u, "zero-copy world allreduce");
@@ -218,8 +218,8 @@ static void test_zero_copy(PrtGroup *world, const int *wr) {
     check_zc_f32(grev, rev, sh, 12, (size_t)W + 2, 980 + (uint64_t)it, ~0u, "zero-copy reversed-world allreduce");
   }
   /* back to back on the same buffer, no barrier between; the next input is
-   * written from the end (the chunks the others copy out of this buffer
-   * last): nobody may still read a call's result once it has returned */
+   * written from the end (the last slice, which the last member writes
+   * into this buffer): nobody may read or write a buffer once its call returned */
   float *v = (float *)(sh + (16u << 20));
   for (int it = 0; it < 304; it++) {
     uint64_t seed = 1000 + (uint64_t)it;
