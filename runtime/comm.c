@@ -51,6 +51,16 @@
  * staging area read by all) and barrier (dissemination, or counters) follow
  * the same split.
  *
+ * Zero-copy all-reduce. prt_comm_alloc_shared hands out memfd memory; a
+ * peer maps it on first use by opening /proc/<owner pid>/fd/<fd> (init
+ * checks, with the segment's own fd, that every local rank can do that for
+ * every other: host_zc). An all-reduce of at least PIPEC_COMM_ZC_MIN bytes
+ * on a shared-memory group first publishes the buffer's (region, offset)
+ * in the rank's segment header; when every member's buffer is shared,
+ * member i sums slice i straight from every member's buffer (same order)
+ * and writes the sum into every member's buffer, then all wait for all:
+ * no staging copy and no reading back of the other slices.
+ *
  * Waiting and failures. Every wait runs one loop: move whatever bytes can
  * move on every channel, check the awaited condition, spin briefly, then
  * set the sleeping flag and block in poll() on all sockets for at most
