@@ -2070,12 +2070,13 @@ static int create_segment(PrtComm *c, int nlocal, uint64_t nonce) {
   return 0;
 }
 
-/* 1: /proc/<pid>/fd/<fd> of the owner opens the file behind fd_here (so
- * memfds from prt_comm_alloc_shared can be mapped by peers the same way) */
+/* 1: /proc/<pid>/fd/<fd> of the owner opens the file behind fd_here for
+ * writing (so memfds from prt_comm_alloc_shared can be mapped by peers the
+ * same way) */
 static int proc_fd_ok(int pid, int fd, int fd_here) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, fd);
-  int f = open(path, O_RDONLY | O_CLOEXEC);
+  int f = open(path, O_RDWR | O_CLOEXEC);
   if (f < 0) return 0;
   struct stat a, b;
   int ok = fstat(f, &a) == 0 && fstat(fd_here, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
