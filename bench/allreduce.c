@@ -3,8 +3,11 @@
  *
  * Every rank of the job (launched by bench/allreduce.sh with mpirun) sums a
  * float vector (default 64 MiB) over the world group, several times; rank 0
- * also times memcpy of the same number of bytes in the same process while
- * the others wait. Prints one markdown table row:
+ * also times memcpy of the same number of bytes (between two malloc'd
+ * buffers) in the same process while the others wait. The vector comes
+ * from prt_comm_alloc_shared, as the stage programs' arenas do (zero-copy
+ * all-reduce between local ranks; PIPEC_COMM_ZC=0 stages it instead).
+ * Prints one markdown table row:
  *
  *   | ranks | MiB | transport | allreduce ms (median, best) | algbw GB/s | busbw GB/s | memcpy GB/s | busbw / memcpy | CPU ms per rank |
  *
@@ -70,16 +73,20 @@ int main(int argc, char **argv) {
   for (int i = 0; i < n; i++) ranks[i] = i;
   PrtGroup *g = prt_group_new(c, ranks, n);
   size_t bytes = mib << 20, count = bytes / sizeof(float);
-  float *buf = malloc(bytes), *src = malloc(bytes);
+  float *buf = prt_comm_alloc_shared(c, bytes), *src = malloc(bytes), *mc = malloc(bytes);
+  if (!buf || !src || !mc) {
+    fprintf(stderr, "allreduce: rank %d: cannot allocate 3 x %zu MiB\n", me, mib);
+    return 1;
+  }
   for (size_t i = 0; i < count; i++) src[i] = (float)((i + (size_t)me) % 7);
 
   /* memcpy on rank 0, in this process, while the others wait */
   double mc_best = 1e30;
   if (me == 0) {
-    memcpy(buf, src, bytes); /* touch every page first */
+    memcpy(mc, src, bytes); /* touch every page first */
     for (int r = 0; r < 5; r++) {
       double t = now_s();
-      memcpy(buf, src, bytes);
+      memcpy(mc, src, bytes);
       t = now_s() - t;
       if (t < mc_best) mc_best = t;
     }
@@ -124,16 +131,17 @@ int main(int argc, char **argv) {
     qsort(tr, (size_t)reps, sizeof(double), cmp_d);
     double med = tr[reps / 2], best = tr[0];
     double algbw = (double)bytes / med / 1e9, busbw = algbw * 2.0 * (n - 1) / n, mcbw = (double)bytes / mc_best / 1e9;
-    const char *shm = getenv("PIPEC_COMM_SHM");
+    const char *shm = getenv("PIPEC_COMM_SHM"), *zc = getenv("PIPEC_COMM_ZC");
     printf("| %d | %zu | %s | %.2f (%.2f) | %.2f | %.2f | %.2f | %.2f | %.2f |%s\n", n, mib,
-           shm && !strcmp(shm, "0") ? "tcp" : "shm", med * 1e3, best * 1e3, algbw, busbw, mcbw, busbw / mcbw,
+           shm && !strcmp(shm, "0") ? "tcp" : zc && !strcmp(zc, "0") ? "shm staged" : "shm zero-copy", med * 1e3, best * 1e3, algbw, busbw, mcbw, busbw / mcbw,
            cpu / n * 1e3, badsum ? " WRONG RESULT" : "");
     free(tr);
   }
   free(all);
   free(times);
-  free(buf);
+  prt_comm_free_shared(c, buf);
   free(src);
+  free(mc);
   prt_group_free(g);
   free(ranks);
   int rc = prt_comm_finalize(c);

@@ -51,6 +51,16 @@
  * staging area read by all) and barrier (dissemination, or counters) follow
  * the same split.
  *
+ * Zero-copy all-reduce. prt_comm_alloc_shared hands out memfd memory; a
+ * peer maps it on first use by opening /proc/<owner pid>/fd/<fd> (init
+ * checks, with the segment's own fd, that every local rank can do that for
+ * every other: host_zc). An all-reduce of at least PIPEC_COMM_ZC_MIN bytes
+ * on a shared-memory group first publishes the buffer's (region, offset)
+ * in the rank's segment header; when every member's buffer is shared,
+ * member i sums slice i straight from every member's buffer (same order)
+ * and writes the sum into every member's buffer, then all wait for all:
+ * no staging copy and no reading back of the other slices.
+ *
  * Waiting and failures. Every wait runs one loop: move whatever bytes can
  * move on every channel, check the awaited condition, spin briefly, then
  * set the sleeping flag and block in poll() on all sockets for at most
@@ -112,8 +122,9 @@ enum { F_DATA = 1, F_KICK, F_ABORT, F_BYE, F_WAITQ, F_WAITR };
 /* shared-memory signal counters, one per (type, sender) in the receiver's
  * segment: SIG_SYNC for barriers and broadcasts, the others for the stages
  * of the all-reduce pipeline (chunk staged, slice summed, chunk copied out) */
-enum { SIG_SYNC, SIG_STAGED, SIG_SUMMED, SIG_COPIED, N_SIGTYPE };
+enum { SIG_SYNC, SIG_STAGED, SIG_SUMMED, SIG_COPIED, SIG_ZC, N_SIGTYPE }; /* SIG_ZC: zero-copy buffer published */
 #define NSLOT 4 /* all-reduce staging slots per rank */
+#define ZC_MIN_DEFAULT (16u << 10)   /* smaller all-reduces do not look for shared buffers */
 enum { WHY_LOST = 1, WHY_TIMEOUT, WHY_ABORTED, WHY_EXITED };
 
 typedef struct FrameHdr {
@@ -141,6 +152,10 @@ typedef struct SegHdr {
   int32_t pid, rank, world, nlocal;
   uint64_t ring_cap, ring_stride, ring_off, stage_cap, stage_off, sig_off, total;
   _Alignas(64) _Atomic uint32_t sleeping; /* 1: blocked in poll(); whoever changes state it may wait on kicks it */
+  int32_t seg_fd; /* during init: this segment's fd in the owner, to check that peers can open /proc/<pid>/fd/<fd> */
+  /* zero-copy all-reduce: the owner's buffer for the current one (zc_id 0: not in shared memory); written before SIG_ZC */
+  _Alignas(64) uint64_t zc_id, zc_size, zc_off;
+  int32_t zc_fd;
 } SegHdr;
 
 typedef struct RingHdr {
@@ -177,6 +192,14 @@ typedef struct InStream {
   size_t ctl_got;
 } InStream;
 
+/* memory from prt_comm_alloc_shared (own), or a peer's mapped here */
+typedef struct ShReg {
+  uint8_t *base;
+  size_t size;
+  uint64_t id;
+  int fd;
+} ShReg;
+
 typedef struct Chan {
   int fd, shm, closed, bye_rx;
   uint8_t *ib;
@@ -188,6 +211,8 @@ typedef struct Chan {
   uint8_t *rxd, *txd;
   uint64_t rxcap, txcap;
   uint64_t sigexp[N_SIGTYPE];      /* collective signals consumed from this peer, by type */
+  ShReg *pm;                       /* the peer's shared buffers mapped here */
+  int npm, cappm;
   /* incoming message being assembled */
   int in_msg;
   uint64_t in_key;
@@ -235,6 +260,11 @@ struct PrtComm {
   size_t seg_size;
   char shm_name[96];
   int host_shm;
+  int host_zc, seg_fd;   /* host_zc: every local rank can map every other's memfds */
+  size_t zc_min;
+  ShReg *regs;           /* from prt_comm_alloc_shared */
+  int nregs, capregs;
+  uint64_t next_reg;
   /* the operation in progress, for messages */
   int op, op_peer, op_root;
   uint64_t op_tag;
@@ -252,7 +282,7 @@ struct PrtComm {
   int *kick_list;
   /* PIPEC_COMM_STATS=1: counters printed by prt_comm_finalize */
   int stats;
-  uint64_t n_sleep, n_sleep_full, n_kick_tx, n_kick_rx, n_yield, n_ux, ux_bytes;
+  uint64_t n_sleep, n_sleep_full, n_kick_tx, n_kick_rx, n_yield, n_ux, ux_bytes, n_zc, n_zc_fallback;
 };
 
 static double now_s(void) {
@@ -1472,6 +1502,138 @@ static void shm_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
   others_free(&o);
 }
 
+/* ---- zero-copy all-reduce (buffers from prt_comm_alloc_shared) ---- */
+
+static ShReg *own_region(PrtComm *c, const void *p, size_t bytes) {
+  for (int i = 0; i < c->nregs; i++) {
+    ShReg *r = &c->regs[i];
+    if (r->fd >= 0 && (const uint8_t *)p >= r->base && (size_t)((const uint8_t *)p - r->base) + bytes <= r->size) return r;
+  }
+  return NULL;
+}
+
+/* The buffer rank p published for the current all-reduce, mapped here (once per region). */
+static uint8_t *peer_buffer(PrtComm *c, int p, size_t bytes) {
+  Chan *ch = &c->ch[p];
+  SegHdr *s = ch->pseg;
+  uint64_t id = s->zc_id, size = s->zc_size, off = s->zc_off;
+  int fd = s->zc_fd;
+  if (off > size || bytes > size - off) die_error(c, "rank %d published a shared buffer of %llu bytes at offset %llu for %zu bytes", p,
+                                                  (unsigned long long)size, (unsigned long long)off, bytes);
+  for (int i = 0; i < ch->npm; i++)
+    if (ch->pm[i].id == id) return ch->pm[i].base + off;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)s->pid, fd);
+  int f = open(path, O_RDWR | O_CLOEXEC);
+  struct stat st;
+  void *m = MAP_FAILED;
+  if (f >= 0 && fstat(f, &st) == 0 && (uint64_t)st.st_size >= size)
+    m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+  int e = errno;
+  if (f >= 0) close(f);
+  if (m == MAP_FAILED) die_error(c, "cannot map rank %d's shared buffer (%s, %llu bytes): %s", p, path, (unsigned long long)size, strerror(e));
+  if (ch->npm == ch->cappm) {
+    int cap = ch->cappm ? 2 * ch->cappm : 4;
+    ShReg *q = realloc(ch->pm, sizeof *q * (size_t)cap);
+    if (!q) die_error(c, "out of memory");
+    ch->pm = q, ch->cappm = cap;
+  }
+  ch->pm[ch->npm++] = (ShReg){m, (size_t)size, id, -1};
+  return (uint8_t *)m + off;
+}
+
+/* 1) Every member publishes where its buffer lies in its shared memory
+ * (SIG_ZC, which also releases the buffer's contents); 0 is returned, on
+ * every member alike, when one member's is not shared (the caller stages
+ * it). 2) Member `me` sums its slice (the slices of shm_allreduce's
+ * single chunk) in group order straight from every member's buffer into
+ * its own, block by block, and copies each summed block into the other
+ * members' buffers (non-temporal stores for large vectors). Nobody else
+ * reads or writes slice `me` of any buffer meanwhile, so this needs no
+ * synchronisation. 3) It signals SIG_SUMMED and returns once every member
+ * has (every slice of this buffer is written). Each member reads and
+ * writes the vector's size once: one memcpy's worth. */
+#define ZC_BLOCK (16u << 10) /* bytes summed before they are copied to the others (stay in L1; 8-64 KiB measured alike) */
+static int zc_allreduce(PrtGroup *g, void *vbuf, size_t n, size_t esz) {
+  PrtComm *c = g->c;
+  int G = g->n, me = g->me;
+  uint8_t *b = vbuf;
+  ShReg *r = own_region(c, vbuf, n * esz);
+  SegHdr *s = c->seg;
+  s->zc_id = r ? r->id : 0, s->zc_size = r ? r->size : 0, s->zc_off = r ? (uint64_t)(b - r->base) : 0, s->zc_fd = r ? r->fd : -1;
+  Others o;
+  others_of(g, &o);
+  shm_signal_all(g, SIG_ZC);
+  shm_expect(c, o.r, o.n, SIG_ZC);
+  int all = r != NULL;
+  for (int i = 0; i < o.n; i++) all &= seg_of(c, o.r[i])->zc_id != 0;
+  if (!all) {
+    c->n_zc_fallback++;
+    others_free(&o);
+    return 0;
+  }
+  uint8_t *bs_s[16];
+  const void *src_s[16];
+  uint8_t **bs = G <= 16 ? bs_s : malloc(sizeof(void *) * (size_t)G);
+  const void **src = G <= 16 ? src_s : malloc(sizeof(void *) * (size_t)G);
+  if (!bs || !src) die_error(c, "out of memory");
+  for (int j = 0; j < G; j++) bs[j] = j == me ? b : peer_buffer(c, g->ranks[j], n * esz);
+  int nt = nt_for(n * esz);
+  size_t lo = n * (size_t)me / (size_t)G, hi = n * (size_t)(me + 1) / (size_t)G, E = ZC_BLOCK / esz;
+  for (size_t c0 = lo; c0 < hi; c0 += E) {
+    size_t m = min_sz(E, hi - c0);
+    for (int j = 0; j < G; j++) src[j] = bs[j] + c0 * esz;
+    sum_any(esz, b + c0 * esz, NULL, src, G, m, 0);
+    for (int d = 1; d < G; d++) copy_out(bs[(me + d) % G] + c0 * esz, b + c0 * esz, m * esz, nt);
+  }
+#if defined(__SSE2__)
+  _mm_sfence(); /* the non-temporal stores into the others' buffers before the signal */
+#endif
+  shm_signal_all(g, SIG_SUMMED);
+  shm_expect(c, o.r, o.n, SIG_SUMMED);
+  c->n_zc++;
+  if (bs != bs_s) free(bs);
+  if (src != src_s) free(src);
+  others_free(&o);
+  return 1;
+}
+
+void *prt_comm_alloc_shared(PrtComm *c, size_t bytes) {
+  if (!c) return NULL;
+  size_t size = (bytes + 4095) & ~(size_t)4095;
+  if (!size) size = 4096;
+  if (c->nregs == c->capregs) {
+    int cap = c->capregs ? 2 * c->capregs : 4;
+    ShReg *q = realloc(c->regs, sizeof *q * (size_t)cap);
+    if (!q) return NULL;
+    c->regs = q, c->capregs = cap;
+  }
+  /* a memfd (peers open it as /proc/<pid>/fd/<fd>); anonymous memory where there is none */
+  int fd = memfd_create("pipec-shared", MFD_CLOEXEC);
+  void *p = MAP_FAILED;
+  if (fd >= 0 && ftruncate(fd, (off_t)size) == 0) p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+  }
+  c->regs[c->nregs++] = (ShReg){p, size, ++c->next_reg, fd};
+  return p;
+}
+
+void prt_comm_free_shared(PrtComm *c, void *p) {
+  if (!c || !p) return;
+  for (int i = 0; i < c->nregs; i++)
+    if (c->regs[i].base == p) {
+      munmap(p, c->regs[i].size);
+      if (c->regs[i].fd >= 0) close(c->regs[i].fd);
+      c->regs[i] = c->regs[--c->nregs];
+      return;
+    }
+  die_error(c, "prt_comm_free_shared: %p is not from prt_comm_alloc_shared", p);
+}
+
 static void shm_broadcast(PrtGroup *g, int root, void *vbuf, size_t bytes) {
   PrtComm *c = g->c;
   uint8_t *b = vbuf;
@@ -1643,9 +1805,9 @@ static void begin_coll(PrtGroup *g, int op) {
 static void allreduce(PrtGroup *g, void *buf, size_t n, size_t esz) {
   if (g->n == 1 || n == 0) return;
   begin_coll(g, OP_ALLREDUCE);
-  if (g->shm)
-    shm_allreduce(g, buf, n, esz);
-  else
+  if (g->shm) {
+    if (!(g->c->host_zc && n * esz >= g->c->zc_min && zc_allreduce(g, buf, n, esz))) shm_allreduce(g, buf, n, esz);
+  } else
     msg_allreduce(g, buf, n, esz);
   op_end(g->c);
 }
@@ -1880,12 +2042,14 @@ static int create_segment(PrtComm *c, int nlocal, uint64_t nonce) {
     return -1;
   }
   void *p = mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
   if (p == MAP_FAILED) {
+    close(fd);
     unlink_segment(c);
     return -1;
   }
+  c->seg_fd = fd; /* open until every local peer has checked it can open it through /proc */
   SegHdr *s = p;
+  s->seg_fd = fd;
   s->nonce = nonce;
   s->pid = (int32_t)getpid();
   s->rank = c->me;
@@ -1906,7 +2070,21 @@ static int create_segment(PrtComm *c, int nlocal, uint64_t nonce) {
   return 0;
 }
 
-static SegHdr *map_segment(const char *name, const PeerAddr *pa, int rank, int world, size_t *size) {
+/* 1: /proc/<pid>/fd/<fd> of the owner opens the file behind fd_here for
+ * writing (so memfds from prt_comm_alloc_shared can be mapped by peers the
+ * same way) */
+static int proc_fd_ok(int pid, int fd, int fd_here) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, fd);
+  int f = open(path, O_RDWR | O_CLOEXEC);
+  if (f < 0) return 0;
+  struct stat a, b;
+  int ok = fstat(f, &a) == 0 && fstat(fd_here, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+  close(f);
+  return ok;
+}
+
+static SegHdr *map_segment(const char *name, const PeerAddr *pa, int rank, int world, size_t *size, int *zc_ok) {
   int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
   if (fd < 0) return NULL;
   struct stat stt;
@@ -1915,14 +2093,19 @@ static SegHdr *map_segment(const char *name, const PeerAddr *pa, int rank, int w
     return NULL;
   }
   void *p = mmap(NULL, (size_t)stt.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (p == MAP_FAILED) return NULL;
+  if (p == MAP_FAILED) {
+    close(fd);
+    return NULL;
+  }
   SegHdr *s = p;
   if (s->magic != SEG_MAGIC || s->nonce != pa->nonce || s->pid != pa->pid || s->rank != rank || s->world != world ||
       s->total != (uint64_t)stt.st_size) {
+    close(fd);
     munmap(p, (size_t)stt.st_size);
     return NULL;
   }
+  if (!proc_fd_ok(s->pid, s->seg_fd, fd)) *zc_ok = 0;
+  close(fd);
   *size = (size_t)stt.st_size;
   return s;
 }
@@ -1934,6 +2117,8 @@ static void comm_free(PrtComm *c) {
       Chan *ch = &c->ch[p];
       if (ch->fd >= 0) close(ch->fd);
       if (ch->pseg) munmap(ch->pseg, (size_t)ch->pseg->total);
+      for (int i = 0; i < ch->npm; i++) munmap(ch->pm[i].base, ch->pm[i].size);
+      free(ch->pm);
       free(ch->ib);
       free(ch->co);
       for (Unexp *u = ch->ux; u;) {
@@ -1945,7 +2130,13 @@ static void comm_free(PrtComm *c) {
     }
   }
   unlink_segment(c);
+  if (c->seg_fd >= 0) close(c->seg_fd);
   if (c->seg) munmap(c->seg, c->seg_size);
+  for (int i = 0; i < c->nregs; i++) {
+    munmap(c->regs[i].base, c->regs[i].size);
+    if (c->regs[i].fd >= 0) close(c->regs[i].fd);
+  }
+  free(c->regs);
   prt_group_free(c->world_group);
   free(c->ch);
   free(c->pfd);
@@ -1976,6 +2167,7 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
   c->world = world;
   c->timeout = timeout_s > 0 ? timeout_s : 60;
   c->waiting_for = -1;
+  c->seg_fd = -1;
   c->op = OP_INIT;
   {
     const char *sv = getenv("PIPEC_COMM_STATS");
@@ -2070,6 +2262,8 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
     const char *sp = getenv("PIPEC_COMM_SPIN_US"), *dk = getenv("PIPEC_COMM_DEFER_KICKS");
     c->spin_s = (sp && *sp ? atof(sp) : 50) * 1e-6;
     c->defer_kicks = dk && *dk ? atoi(dk) != 0 : oversub;
+    const char *zm = getenv("PIPEC_COMM_ZC_MIN");
+    c->zc_min = zm && *zm ? (size_t)strtoull(zm, NULL, 10) : ZC_MIN_DEFAULT;
   }
   if (nlocal > 1) {
     const char *noshm = getenv("PIPEC_COMM_SHM");
@@ -2079,6 +2273,8 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
     const char *nm = c->seg ? c->shm_name : "-";
     if (prt_store_set(st, key, nm, strlen(nm), err, errlen) != 0) goto fail;
     int ok = c->seg != NULL;
+    const char *zce = getenv("PIPEC_COMM_ZC");
+    int zc_ok = !(zce && strcmp(zce, "0") == 0);
     for (int p = 0; p < world; p++) {
       if (p == rank || lidx[p] < 0) continue;
       key_of(key, sizeof key, prefix, "shm", p);
@@ -2086,7 +2282,7 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
       char *v = prt_store_get(st, key, &len, c->timeout, err, errlen);
       if (!v) goto fail;
       size_t sz = 0;
-      SegHdr *s = strcmp(v, "-") ? map_segment(v, &pa[p], p, world, &sz) : NULL;
+      SegHdr *s = strcmp(v, "-") ? map_segment(v, &pa[p], p, world, &sz, &zc_ok) : NULL;
       free(v);
       if (!s) {
         ok = 0;
@@ -2095,21 +2291,27 @@ PrtComm *prt_comm_init(PrtStore *st, const char *prefix, int rank, int world, do
       c->ch[p].pseg = s;
     }
     key_of(key, sizeof key, prefix, "shmok", rank);
-    if (prt_store_set(st, key, ok ? "1" : "0", 1, err, errlen) != 0) goto fail;
-    int all = ok;
+    char okv[3] = {ok ? '1' : '0', ok && zc_ok ? '1' : '0', 0};
+    if (prt_store_set(st, key, okv, 2, err, errlen) != 0) goto fail;
+    int all = ok, all_zc = ok && zc_ok;
     for (int p = 0; p < world; p++) {
       if (p == rank || lidx[p] < 0) continue;
       key_of(key, sizeof key, prefix, "shmok", p);
       size_t len = 0;
       char *v = prt_store_get(st, key, &len, c->timeout, err, errlen);
       if (!v) goto fail;
-      if (strcmp(v, "1") != 0) all = 0;
+      if (v[0] != '1') all = 0;
+      if (v[0] != '1' || v[1] != '1') all_zc = 0;
       free(v);
     }
+    /* every local peer has checked /proc/<pid>/fd/<seg_fd> */
+    if (c->seg_fd >= 0) close(c->seg_fd);
+    c->seg_fd = -1;
     /* every local peer has mapped this segment (or given up): no name left behind */
     unlink_segment(c);
     if (all) {
       c->host_shm = 1;
+      c->host_zc = all_zc;
       for (int p = 0; p < world; p++) {
         if (p == rank || lidx[p] < 0) continue;
         Chan *ch = &c->ch[p];
@@ -2256,10 +2458,12 @@ int prt_comm_finalize(PrtComm *c) {
       if (p != c->me && c->ch[p].shm) o += (size_t)snprintf(shm + o, sizeof shm - o, "%s%d", o ? "," : "", p);
     fprintf(stderr,
             "pipec: rank %d: comm stats: shared memory with [%s], TCP with %d; %llu sleeps (%llu ran out), %llu yields, kicks "
-            "%llu sent %llu received, %llu messages (%.1f MiB) arrived before their receive\n",
+            "%llu sent %llu received, %llu messages (%.1f MiB) arrived before their receive; %llu zero-copy all-reduces, %llu "
+            "looked for shared buffers in vain\n",
             c->me, shm, c->ntcp, (unsigned long long)c->n_sleep, (unsigned long long)c->n_sleep_full,
             (unsigned long long)c->n_yield, (unsigned long long)c->n_kick_tx, (unsigned long long)c->n_kick_rx,
-            (unsigned long long)c->n_ux, (double)c->ux_bytes / 1048576.0);
+            (unsigned long long)c->n_ux, (double)c->ux_bytes / 1048576.0, (unsigned long long)c->n_zc,
+            (unsigned long long)c->n_zc_fallback);
   }
   c->op = OP_FINALIZE;
   for (int p = 0; p < c->world; p++)

@@ -56,6 +56,10 @@
  *                           (default: 1 with more ranks than CPUs)
  *   PIPEC_COMM_NT=0         large collectives write results with ordinary stores
  *                           (default: non-temporal stores from 4 MiB up)
+ *   PIPEC_COMM_ZC=0         no zero-copy all-reduce (buffers from prt_comm_alloc_shared
+ *                           are then staged like any other)
+ *   PIPEC_COMM_ZC_MIN       smallest all-reduce in bytes that looks for shared
+ *                           buffers (default 16384; 0: every one, for tests)
  *   PIPEC_COMM_STATS=1      prt_comm_finalize prints transport counters
  */
 #ifndef PIPEC_RT_COMM_H
@@ -90,6 +94,18 @@ void prt_allreduce_sum(PrtGroup *g, float *buf, size_t n);
 void prt_allreduce_sum_f64(PrtGroup *g, double *buf, size_t n);
 void prt_broadcast(PrtGroup *g, int root, void *buf, size_t bytes); /* root: group index */
 void prt_barrier(PrtGroup *g);
+
+/* Memory that the other ranks of this host can map: zeroed, page-aligned,
+ * `bytes` long (a memfd, mapped by peers through /proc/<pid>/fd when they
+ * first need it; no name in /dev/shm). Not collective. NULL when it cannot
+ * be had. An all-reduce whose buffer lies in such memory on every member of
+ * a group whose members all share memory (see prt_comm_init) runs zero-copy:
+ * each member sums its slice of the vector straight from the others'
+ * buffers and writes the sum into all of them (same result, bit for bit, as
+ * the staged path); otherwise the all-reduce stages the buffer as usual.
+ * The memory stays valid until prt_comm_free_shared or prt_comm_finalize. */
+void *prt_comm_alloc_shared(PrtComm *c, size_t bytes);
+void prt_comm_free_shared(PrtComm *c, void *p); /* p: from prt_comm_alloc_shared, or NULL */
 
 /* Aborts the job from this rank: tells every reachable peer that `why`,
  * then exits(1). Used by the runtime for errors that are not comm errors

@@ -383,7 +383,7 @@ static void ctx_free(PrtCtx *c) {
   prt_store_close(c->store);
   prt_tokens_close(&c->train_tokens), prt_tokens_close(&c->val_tokens);
   free(c->data_glob), free(c->val_glob), free(c->save_dir), free(c->init_path);
-  free(c->arena), free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c);
+  free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c); /* the arena: prt_comm_finalize */
   g_ctx = NULL;
 }
 
@@ -507,11 +507,11 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   long cores = sysconf(_SC_NPROCESSORS_ONLN), threads = th ? atol(th) : cores / (c->env.local_world > 0 ? c->env.local_world : 1);
   k_set_threads(threads < 1 ? 1 : (int)threads);
 
-  /* the arena: the planned bytes, once */
+  /* the arena: the planned bytes, once, zeroed and page-aligned, in memory
+   * the other ranks of this host can map (all-reduces on it run zero-copy) */
   struct mallinfo2 m0 = mallinfo2();
-  c->arena = aligned_alloc(64, (size_t)c->total);
+  c->arena = prt_comm_alloc_shared(c->comm, (size_t)c->total);
   if (!c->arena) prt_die(c, "cannot allocate the planned %lld bytes", (long long)c->total);
-  memset(c->arena, 0, (size_t)c->total);
   for (int i = 0; i < c->nparams; i++) {
     RtParam *p = &c->params[i];
     int64_t full = p->full_rows * (p->full_cols ? p->full_cols : 1);
@@ -589,6 +589,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     size_t h_back = mallinfo2().uordblks;
     if (heap_before && h_back > h_out) heap_before += h_back - h_out;
   }
+  prt_comm_free_shared(c->comm, c->arena); /* no peer reads it once the last all-reduce has returned */
+  c->arena = NULL;
   if (bar) fputs("\r\033[K", stderr);
   if (logger) {
     struct mallinfo2 m1 = mallinfo2();

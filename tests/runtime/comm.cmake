@@ -16,7 +16,9 @@ if(MPIRUN)
   add_test(NAME comm-mpirun-8-tcp COMMAND sh ${PIPEC_COMM_SH}/comm_run.sh mpirun-tcp ${MPIRUN} $<TARGET_FILE:comm_ranks> 8)
   # as if on two hosts of 4: shared memory inside each, TCP between them
   add_test(NAME comm-mpirun-2x4 COMMAND sh ${PIPEC_COMM_SH}/comm_run.sh mpirun-2hosts ${MPIRUN} $<TARGET_FILE:comm_ranks> 8)
-  list(APPEND PIPEC_COMM_TESTS comm-mpirun-8 comm-mpirun-8-tcp comm-mpirun-2x4)
+  # zero-copy all-reduces (buffers from prt_comm_alloc_shared), every all-reduce looking for shared buffers
+  add_test(NAME comm-mpirun-4-zc COMMAND sh ${PIPEC_COMM_SH}/comm_run.sh mpirun-zc ${MPIRUN} $<TARGET_FILE:comm_ranks> 4)
+  list(APPEND PIPEC_COMM_TESTS comm-mpirun-8 comm-mpirun-8-tcp comm-mpirun-2x4 comm-mpirun-4-zc)
 endif()
 
 # torchrun stand-in (its agent serves the store; the ranks are clients)
@@ -31,12 +33,13 @@ endif()
 
 # failures: SIGKILL of rank 2, SIGSTOP of rank 2 (timeout), prt_comm_abort on rank 1, a size mismatch
 add_test(NAME comm-kill COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> kill 4)
+add_test(NAME comm-kill-zc COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> kill-zc 4)
 add_test(NAME comm-kill-tcp COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> kill-tcp 4)
 add_test(NAME comm-hang COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> hang 4)
 add_test(NAME comm-abort COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> abort 4)
 add_test(NAME comm-mismatch COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> mismatch 2)
 # shared memory is not left behind when init is interrupted (SIGTERM) or times out
 add_test(NAME comm-term-init COMMAND sh ${PIPEC_COMM_SH}/comm_fail.sh $<TARGET_FILE:comm_ranks> term-init 4)
-list(APPEND PIPEC_COMM_TESTS comm-kill comm-kill-tcp comm-hang comm-abort comm-mismatch comm-term-init)
+list(APPEND PIPEC_COMM_TESTS comm-kill comm-kill-zc comm-kill-tcp comm-hang comm-abort comm-mismatch comm-term-init)
 
 set_tests_properties(${PIPEC_COMM_TESTS} PROPERTIES LABELS runtime TIMEOUT 120)

@@ -7,6 +7,7 @@
 #   kill      SIGKILL rank 2 in the middle of a loop of all-reduces and
 #             send/recv (PIPEC_TIMEOUT=20: the hang-up must be seen at once)
 #   kill-tcp  the same with PIPEC_COMM_SHM=0
+#   kill-zc   the same with the vectors in shared memory (zero-copy all-reduces)
 #   hang      SIGSTOP rank 2 (PIPEC_TIMEOUT=3: the others time out naming it)
 #   abort     rank 1 calls prt_comm_abort
 #   mismatch  rank 1 receives 200 bytes where rank 0 sent 100
@@ -25,6 +26,7 @@ victim=2 arg=loop limit=10 timeout=20 wait_victim=0
 case $mode in
 kill) ;;
 kill-tcp) PIPEC_COMM_SHM=0 ;;
+kill-zc) arg=loop-zc ;;
 hang) timeout=3 limit=12 ;;
 abort) victim=1 arg=abort wait_victim=1 ;;
 mismatch) victim=1 arg=mismatch wait_victim=1 ;;
@@ -60,7 +62,7 @@ fail() {
   exit 1
 }
 
-if [ "$arg" = loop ]; then
+if [ "$arg" = loop ] || [ "$arg" = loop-zc ]; then
   # wait until every rank is in the loop
   n=0
   while :; do

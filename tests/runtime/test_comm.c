@@ -8,6 +8,8 @@
  *                           send/recv) until the job breaks; DIR/ready.R
  *                           once the loop runs (the failure tests kill or
  *                           stop one rank from outside)
+ *   comm_ranks loop-zc DIR  the same, the vectors in prt_comm_alloc_shared memory
+ *                           (zero-copy all-reduces, 4 MiB and 64 KiB)
  *   comm_ranks abort        rank 1 calls prt_comm_abort while the others loop
  *   comm_ranks mismatch     rank 0 sends 100 bytes with tag 5, rank 1
  *                           receives 200: a fatal size mismatch
@@ -155,6 +157,86 @@ static void check_broadcast(PrtGroup *g, const int *ranks, int root, size_t n, c
   prt_broadcast(g, root, b, n);
   check_msg(b, n, ranks[root], (uint32_t)n, what);
   free(b);
+}
+
+/* Zero-copy all-reduce: x lies in `shared` (prt_comm_alloc_shared) at
+ * byte offset off on members whose bit in `shared_mask` is set (group
+ * index), in malloc'd memory on the others (then every member stages it).
+ * The result must be the group-order sum, equal bit for bit to the staged
+ * path's on a malloc'd copy of the same input, and the same on every member. */
+static void check_zc_f32(PrtGroup *g, const int *ranks, uint8_t *shared, size_t off, size_t n, uint64_t seed, unsigned shared_mask,
+                         const char *what) {
+  int G = prt_group_size(g), me = prt_group_rank(g);
+  float *x = (shared_mask >> me) & 1 ? (float *)(shared + off) : malloc((n ? n : 1) * sizeof(float));
+  float *y = malloc((n ? n : 1) * sizeof(float));
+  for (size_t e = 0; e < n; e++) x[e] = y[e] = (float)gen(ranks[me], seed, e);
+  prt_allreduce_sum(g, x, n);
+  prt_allreduce_sum(g, y, n); /* the staged path */
+  for (size_t e = 0; e < n; e++) {
+    float s = (float)gen(ranks[0], seed, e);
+    for (int i = 1; i < G; i++) s += (float)gen(ranks[i], seed, e);
+    if (memcmp(&s, &x[e], sizeof s) != 0)
+      fail("%s (n=%zu, zero-copy f32): element %zu is %.9g, expected %.9g (sum in group order)", what, n, e, (double)x[e], (double)s);
+  }
+  if (n && memcmp(x, y, n * sizeof(float)) != 0) fail("%s (n=%zu): zero-copy and staged results differ", what, n);
+  same_everywhere(g, fnv(x, n * sizeof(float)), what);
+  if (!((shared_mask >> me) & 1)) free(x);
+  free(y);
+}
+
+static void test_zero_copy(PrtGroup *world, const int *wr) {
+  size_t cap = 24u << 20;
+  uint8_t *sh = prt_comm_alloc_shared(C, cap);
+  if (!sh) fail("prt_comm_alloc_shared(%zu) failed", cap);
+  for (size_t i = 0; i < cap; i += 4096)
+    if (sh[i]) fail("prt_comm_alloc_shared: byte %zu is not zero", i);
+  /* odd sizes: 0, smaller than the group, not divisible by it, several blocks; odd offsets in the region */
+  size_t sizes[] = {0, 1, 2, 3, (size_t)W - 1, (size_t)W, (size_t)W + 1, 1000, 4099, 65537, (1u << 20) + 3, (3u << 20) + 17};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    check_zc_f32(world, wr, sh, 4 * (i * 1031 % 4096), sizes[i], 900 + i, ~0u, "zero-copy world allreduce");
+  /* f64 in shared memory */
+  double *d = (double *)(sh + (8u << 20));
+  size_t nd = 200007;
+  for (size_t e = 0; e < nd; e++) d[e] = gen(R, 950, e);
+  prt_allreduce_sum_f64(world, d, nd);
+  for (size_t e = 0; e < nd; e++) {
+    double s = gen(0, 950, e);
+    for (int i = 1; i < W; i++) s += gen(i, 950, e);
+    if (memcmp(&s, &d[e], sizeof s) != 0) fail("zero-copy world allreduce (f64): element %zu is %.17g, expected %.17g", e, d[e], s);
+  }
+  /* one member's buffer is not shared: everyone stages, same result */
+  check_zc_f32(world, wr, sh, 0, 100003, 960, ~1u, "allreduce with rank 0's buffer private");
+  /* groups that are subsets of the world: pairs, strided, the world reversed; several buffers in one region */
+  int tp[2], ntp = 0, dp[256], ndp = 0, rev[256];
+  for (int r = R & ~1; r <= (R | 1) && r < W; r++) tp[ntp++] = r;
+  for (int r = R % 2; r < W && ndp < 256; r += 2) dp[ndp++] = r;
+  for (int i = 0; i < W && i < 256; i++) rev[i] = W - 1 - i;
+  PrtGroup *gtp = prt_group_new(C, tp, ntp), *gdp = prt_group_new(C, dp, ndp), *grev = prt_group_new(C, rev, W < 256 ? W : 256);
+  for (int it = 0; it < 2; it++) {
+    check_zc_f32(gtp, tp, sh, 4096, 30011 + (size_t)it, 970 + (uint64_t)it, ~0u, "zero-copy tp allreduce");
+    check_zc_f32(gdp, dp, sh, 1u << 20, 250001, 975 + (uint64_t)it, ~0u, "zero-copy dp allreduce");
+    check_zc_f32(grev, rev, sh, 12, (size_t)W + 2, 980 + (uint64_t)it, ~0u, "zero-copy reversed-world allreduce");
+  }
+  /* back to back on the same buffer, no barrier between; the next input is
+   * written from the end (the last slice, which the last member writes
+   * into this buffer): nobody may read or write a buffer once its call returned */
+  float *v = (float *)(sh + (16u << 20));
+  for (int it = 0; it < 304; it++) {
+    uint64_t seed = 1000 + (uint64_t)it;
+    size_t nv = it < 4 ? (1u << 20) + 7 : 3001 + (size_t)it % 7;
+    for (size_t e = nv; e-- > 0;) v[e] = (float)gen(R, seed, e);
+    prt_allreduce_sum(world, v, nv);
+    for (size_t e = 0; e < nv; e += 1 + e % 7) {
+      float s = (float)gen(0, seed, e);
+      for (int i = 1; i < W; i++) s += (float)gen(i, seed, e);
+      if (memcmp(&s, &v[e], sizeof s) != 0)
+        fail("zero-copy back-to-back allreduce %d: element %zu is %.9g, expected %.9g", it, e, (double)v[e], (double)s);
+    }
+  }
+  prt_group_free(gtp);
+  prt_group_free(gdp);
+  prt_group_free(grev);
+  prt_comm_free_shared(C, sh);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -310,7 +392,7 @@ static void test_barrier(PrtGroup *world) {
 
 /* ---------------------------------------------------------------- modes */
 
-static void mode_loop(const char *dir, int abort_rank) {
+static void mode_loop(const char *dir, int abort_rank, int zc) {
   char path[1024];
   if (dir) {
     snprintf(path, sizeof path, "%s/pid.%d", dir, R);
@@ -325,15 +407,16 @@ static void mode_loop(const char *dir, int abort_rank) {
   int tp[2], ntp = 0;
   for (int r = R & ~1; r <= (R | 1) && r < W; r++) tp[ntp++] = r;
   PrtGroup *world = prt_group_new(C, all, W), *gtp = prt_group_new(C, tp, ntp);
-  float *v = calloc(16384, sizeof(float));
+  size_t nbig = zc ? 1u << 20 : 16384;
+  float *v = zc ? prt_comm_alloc_shared(C, nbig * sizeof(float)) : calloc(nbig, sizeof(float));
   uint8_t msg[4096];
   for (long it = 0;; it++) {
-    prt_allreduce_sum(world, v, 16384);
+    prt_allreduce_sum(world, v, nbig);
     if (W > 1) {
       prt_send(C, (R + 1) % W, (uint32_t)(it & 0xffff), msg, sizeof msg);
       prt_recv(C, (R - 1 + W) % W, (uint32_t)(it & 0xffff), msg, sizeof msg);
     }
-    prt_allreduce_sum(gtp, v, 1000);
+    prt_allreduce_sum(gtp, v, zc ? 16384 : 1000);
     if (it == 20 && dir) {
       snprintf(path, sizeof path, "%s/ready.%d", dir, R);
       FILE *f = fopen(path, "w");
@@ -388,8 +471,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (prt_comm_rank(C) != R || prt_comm_world(C) != W) fail("rank/world mismatch");
-  if (!strcmp(mode, "loop")) mode_loop(argc > 2 ? argv[2] : NULL, -1);
-  if (!strcmp(mode, "abort")) mode_loop(argc > 2 ? argv[2] : NULL, 1);
+  if (!strcmp(mode, "loop")) mode_loop(argc > 2 ? argv[2] : NULL, -1, 0);
+  if (!strcmp(mode, "loop-zc")) mode_loop(argc > 2 ? argv[2] : NULL, -1, 1);
+  if (!strcmp(mode, "abort")) mode_loop(argc > 2 ? argv[2] : NULL, 1, 0);
   if (!strcmp(mode, "mismatch")) mode_mismatch();
   if (strcmp(mode, "all") != 0) fail("unknown mode '%s'", mode);
 
@@ -404,6 +488,7 @@ int main(int argc, char **argv) {
   test_large_exchange();
   double t2 = now_s();
   test_world_allreduce(world, wr);
+  test_zero_copy(world, wr);
   double t3 = now_s();
   test_subgroups(world, wr);
   test_broadcast(world, wr);
