@@ -51,7 +51,10 @@ say "|---|---|"
 say "| machine | $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $cores cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory |"
 say "| OS | $(. /etc/os-release && echo "$PRETTY_NAME"), Linux $(uname -r), $(cc --version | head -1), $(grep -m1 CMAKE_BUILD_TYPE:STRING= "$build/CMakeCache.txt" | sed 's/.*=//; s/^$/RelWithDebInfo (default)/') |"
 say "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
-say "| commit | $(git describe --always --dirty) |"
+# git describe --always --dirty, not counting the file this writes (a second run would be -dirty from the first)
+commit=$(git describe --always)
+git diff --quiet HEAD -- . ":(exclude)$(rel "$out")" || commit=$commit-dirty
+say "| commit | $commit |"
 say "| load average before | $load_before |"
 say "| load average after | @LOAD_AFTER@ |"
 say "| wall time of the whole run | @WALL@ |"
