@@ -2,21 +2,21 @@
 # run-all.sh [-o FILE] [BUILD_DIR] — every benchmark in one go, written as one
 # markdown file (default bench/RESULTS.md): the machine, the date, the commit
 # and the load average before and after, then one section per benchmark with
-# the command that produced each row. BUILD_DIR (default build) is configured
-# and pipec built in it when needed; the benchmarks' own binaries and compiled
-# models go to BUILD_DIR/bench-run (kept, with the log of every command).
-# The part of the old file from the line "## Notes" on is hand-written and
-# copied to the new file unchanged. Takes 2-4 minutes on 2 cores (the first
-# time longer: NVRTC compiles the CUDA kernels of the benchmark models once
-# into the default kernel cache).
+# the command that produced each row. BUILD_DIR (default: the checkout's
+# build) is configured and pipec built in it when needed; the benchmarks' own
+# binaries and compiled models go to BUILD_DIR/bench-run (kept, with the log
+# of every command). The part of the old file from the line "## Notes" on is
+# hand-written and copied to the new file unchanged. Takes 1-3 minutes on 2
+# cores; the first time longer (NVRTC compiles the CUDA kernels of the
+# benchmark models once into the default kernel cache, ~40 s each).
 set -eu
 out=
 while getopts o: f; do
   case $f in o) out=$OPTARG ;; *) echo "usage: run-all.sh [-o FILE] [BUILD_DIR]" >&2; exit 2 ;; esac
 done
 shift $((OPTIND - 1))
-build=${1:-build}
 src=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$src/build}
 abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 out=$(abs "${out:-$src/bench/RESULTS.md}") build=$(abs "$build")
 cd "$src"
