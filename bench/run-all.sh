@@ -9,10 +9,16 @@
 # hand-written and copied to the new file unchanged. Takes 1-3 minutes on 2
 # cores; the first time longer (NVRTC compiles the CUDA kernels of the
 # benchmark models once into the default kernel cache, ~40 s each).
+# -q (quick, for the test): only the benchmarks that take seconds: the front
+# end, schedules, sgemm, gpt2-tiny's training and generation.
 set -eu
-out=
-while getopts o: f; do
-  case $f in o) out=$OPTARG ;; *) echo "usage: run-all.sh [-o FILE] [BUILD_DIR]" >&2; exit 2 ;; esac
+out='' quick=0 flags=''
+while getopts o:q f; do
+  case $f in
+    o) out=$OPTARG ;;
+    q) quick=1 flags="-q " ;;
+    *) echo "usage: run-all.sh [-q] [-o FILE] [BUILD_DIR]" >&2; exit 2 ;;
+  esac
 done
 shift $((OPTIND - 1))
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +33,8 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
 
 # --- build
-[ -f "$build/build.ninja" ] || cmake -S . -B "$build" -G Ninja -DPIPEC_WERROR=ON >/dev/null
-ninja -C "$build" -j2 pipec >/dev/null
+[ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -G Ninja -DPIPEC_WERROR=ON >/dev/null
+cmake --build "$build" -j 2 --target pipec >/dev/null
 w=$build/bench-run
 mkdir -p "$w"
 log=$w/log.txt
@@ -45,7 +51,7 @@ step() { echo "run-all.sh: $*" >&2; }
 cores=$(nproc)
 say "# Benchmark results"
 say ""
-say "Written by \`./bench/run-all.sh $B\`; the part from \"Notes\" on is hand-written and kept by the script."
+say "Written by \`./bench/run-all.sh $flags$B\`; the part from \"Notes\" on is hand-written and kept by the script."
 say ""
 say "| | |"
 say "|---|---|"
@@ -53,8 +59,9 @@ say "| machine | $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head 
 say "| OS | $(. /etc/os-release && echo "$PRETTY_NAME"), Linux $(uname -r), $(cc --version | head -1), $(grep -m1 CMAKE_BUILD_TYPE:STRING= "$build/CMakeCache.txt" | sed 's/.*=//; s/^$/RelWithDebInfo (default)/') |"
 say "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
 # git describe --always --dirty, not counting the file this writes (a second run would be -dirty from the first)
-commit=$(git describe --always)
-git diff --quiet HEAD -- . ":(exclude)$(rel "$out")" || commit=$commit-dirty
+commit=$(git describe --always) ex=''
+case $out in "$src"/*) ex=":(exclude)$(rel "$out")" ;; esac
+git diff --quiet HEAD -- . ${ex:+"$ex"} || commit=$commit-dirty
 say "| commit | $commit |"
 say "| load average before | $load_before |"
 say "| load average after | @LOAD_AFTER@ |"
@@ -79,7 +86,9 @@ say ""
 ./bench/schedule-time.sh "$build/pipec" >&3 2>>"$log" || die "schedule-time.sh failed"
 say ""
 
+full() { [ "$quick" = 0 ]; }
 # --- compile time
+if full; then
 step "compile time (cold, warm)"
 say "## Compiling stage programs (pipec -o)"
 say ""
@@ -89,6 +98,7 @@ say "| case | time |"
 say "|---|---|"
 ./bench/compile-time.sh "$build/pipec" >&3 2>>"$log" || die "compile-time.sh failed"
 say ""
+fi
 
 # --- the BLAS
 step "sgemm"
@@ -107,6 +117,7 @@ sg1=$(awk '$1 == "sgemm" && $4 == 1 && $5 > m { m = $5 } END { print m }' "$w/sg
 sgall=$(awk -v n="$cores" '$1 == "sgemm" && $4 == n && $5 > m { m = $5 } END { print m }' "$w/sgemm.txt")
 [ -n "$sgall" ] || sgall=$sg1
 
+if full; then
 step "one GPT-2 block"
 cc -O3 -march=native -fopenmp -I. bench/block_bench.c lib/kernels_cpu.c -lopenblas -lm -o "$w/block_bench" 2>>"$log" || die "bench/block_bench.c does not build"
 "$w/block_bench" 30 >"$w/block.txt" 2>>"$log" || die "block_bench failed"
@@ -118,6 +129,7 @@ grep '^|' "$w/block.txt" >&3
 say ""
 say "Op $(sed -n 's/^ *\(breakdown.*\)/\1/p' "$w/block.txt")"
 say ""
+fi
 
 # --- training and generation on the CPU
 # variant NAME MODEL LAYOUT: MODEL compiled as is, or for 1 rank (LAYOUT r1: no split); says the command
@@ -141,10 +153,12 @@ say "## CPU training throughput"
 say ""
 say "The stage programs built as below, each run with \`OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MASTER_PORT=<free port>\` and the command in its row (synthetic data):"
 say ""
-for v in "tiny-r1 models/gpt2-tiny.pipe r1" "tiny-pp2tp2 models/gpt2-tiny.pipe pp2tp2" "cpu-r1 bench/gpt2-cpu.pipe r1" "cpu-pp2tp2 bench/gpt2-cpu.pipe pp2tp2"; do
-  # shellcheck disable=SC2086
-  variant $v
-done
+variant tiny-r1 models/gpt2-tiny.pipe r1
+variant tiny-pp2tp2 models/gpt2-tiny.pipe pp2tp2
+if full; then
+  variant cpu-r1 bench/gpt2-cpu.pipe r1
+  variant cpu-pp2tp2 bench/gpt2-cpu.pipe pp2tp2
+fi
 say ""
 say "tokens/s: median (min – max) of the step lines after step 2. Achieved GFLOP/s = flops_per_token (6N + 6LCT, from the stage program's manifest) x tokens/s (median). \"run's peak\": the peak the stage programs measure at start, 512^3 sgemm through the kernels on every rank at once, summed over the ranks (their MFU is achieved / this). \"sgemm\": bench/sgemm.c's rate just before, the best of 512^3 and 1024^3 (1 thread: $sg1, all $cores cores: $sgall GFLOP/s)."
 say ""
@@ -162,14 +176,16 @@ train() { # NAME LABEL NP THREADS STEPS
   peak=$(sed -n 's/.*; peak \([0-9.]*\) GFLOP\/s.*/\1/p' "$f")
   per=$(sed -n 's/.* steps of \([0-9]*\) sequences x \([0-9]*\) tokens.*/\1 \2/p' "$f")
   echo "$tps $fpt $peak $per $sg1 $sgall" | awk -v m="$2" -v np="$3" -v t="$4" -v cmd="PIPEC_THREADS=$4 mpirun -np $3 --oversubscribe --bind-to none $B/bench-run/$1/launch --steps $5 --log-every 1" \
-    '{ a = $4 * $1 / 1e9; printf "| %s | %d (%d) | %d | %.0f (%.0f – %.0f) | %.4f | %.1f | %.1f | %.2f | %.2f | %.2f | `%s` |\n", m, np, t, $6 * $7, $1, $2, $3, $4 / 1e9, a, $5, a / $5, a / $8, a / $9, cmd }' >&3
+    '{ a = $4 * $1 / 1e9; printf "| %s | %d (%d) | %d | %.0f (%.0f – %.0f) | %.4g | %.1f | %.1f | %.2f | %.2f | %.2f | `%s` |\n", m, np, t, $6 * $7, $1, $2, $3, $4 / 1e9, a, $5, a / $5, a / $8, a / $9, cmd }' >&3
 }
 train tiny-r1 "gpt2-tiny" 1 1 30
 train tiny-r1 "gpt2-tiny" 1 "$cores" 30
 train tiny-pp2tp2 "gpt2-tiny, pp 2 x tp 2" 4 1 30
-train cpu-r1 "gpt2-cpu (dim 256, depth 4, vocab 50257)" 1 1 8
-train cpu-r1 "gpt2-cpu" 1 "$cores" 8
-train cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 8
+if full; then
+  train cpu-r1 "gpt2-cpu (dim 256, depth 4, vocab 50257)" 1 1 8
+  train cpu-r1 "gpt2-cpu" 1 "$cores" 8
+  train cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 8
+fi
 say ""
 
 say "## CPU generation throughput"
@@ -189,12 +205,15 @@ gen() { # NAME LABEL NP THREADS TOKENS
 gen tiny-r1 "gpt2-tiny" 1 1 60
 gen tiny-r1 "gpt2-tiny" 1 "$cores" 60
 gen tiny-pp2tp2 "gpt2-tiny, pp 2 x tp 2" 4 1 60
-gen cpu-r1 "gpt2-cpu" 1 1 128
-gen cpu-r1 "gpt2-cpu" 1 "$cores" 128
-gen cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 128
+if full; then
+  gen cpu-r1 "gpt2-cpu" 1 1 128
+  gen cpu-r1 "gpt2-cpu" 1 "$cores" 128
+  gen cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 128
+fi
 say ""
 
 # --- host all-reduce
+if full; then
 step "all-reduce"
 say "## Host all-reduce (runtime/comm.c) against memcpy"
 say ""
@@ -205,6 +224,7 @@ sh bench/allreduce.sh "$build" 2 64 10 >"$w/allreduce2.txt" 2>>"$log" || die "al
 grep '^|' "$w/allreduce4.txt" >&3
 grep '^| [0-9]' "$w/allreduce2.txt" >&3
 say ""
+fi
 
 # --- the hand-written notes of the old file, then the figures only known at the end
 if [ -f "$out" ] && grep -q '^## Notes' "$out"; then
