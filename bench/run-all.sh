@@ -134,14 +134,15 @@ fi
 # --- training and generation on the CPU
 # variant NAME MODEL LAYOUT: MODEL compiled as is, or for 1 rank (LAYOUT r1: no split); says the command
 variant() {
+  m=$2
   if [ "$3" = r1 ]; then
-    sed -e 's/^parallel .*/parallel { tp = 1   pp = 1 }/' -e '/^split /d' "$2" >"$w/$1.pipe"
+    m=$w/$1.pipe
+    sed -e 's/^parallel .*/parallel { tp = 1   pp = 1 }/' -e '/^split /d' "$2" >"$m"
     say "- \`sed -e 's/^parallel .*/parallel { tp = 1   pp = 1 }/' -e '/^split /d' $2 >$B/bench-run/$1.pipe && $B/pipec $B/bench-run/$1.pipe -o $B/bench-run/$1\`"
   else
-    cp "$2" "$w/$1.pipe"
     say "- \`$B/pipec $2 -o $B/bench-run/$1\`"
   fi
-  "$build/pipec" "$w/$1.pipe" -o "$w/$1" >"$w/$1.log" 2>&1 || { cat "$w/$1.log" >>"$log"; die "pipec $w/$1.pipe failed"; }
+  "$build/pipec" "$m" -o "$w/$1" >"$w/$1.log" 2>&1 || { cat "$w/$1.log" >>"$log"; die "pipec $m failed"; }
 }
 mpi() { # NP THREADS DIR ARGS...: run the job
   np=$1 thr=$2 dir=$3
