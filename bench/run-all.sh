@@ -218,7 +218,7 @@ if full; then
 step "all-reduce"
 say "## Host all-reduce (runtime/comm.c) against memcpy"
 say ""
-say "Commands: \`sh bench/allreduce.sh $B 4 64 10\` (first two rows), \`sh bench/allreduce.sh $B 2 64 10\` (last two) — 64 MiB of float over local ranks under mpirun, shared memory and TCP only (PIPEC_COMM_SHM=0); memcpy of 64 MiB by one rank in the same run. busbw = algbw x 2(n-1)/n, as nccl-tests. Target: busbw >= 50% of memcpy with 4 ranks."
+say "Commands: \`sh bench/allreduce.sh $B 4 64 10\` (4 ranks), \`sh bench/allreduce.sh $B 2 64 10\` (2 ranks) — 64 MiB of float over local ranks under mpirun: shared memory zero-copy (the buffer from prt_comm_alloc_shared, as the stage programs' arena), shared memory staged through slots (PIPEC_COMM_ZC=0), and TCP only (PIPEC_COMM_SHM=0); memcpy of 64 MiB by one rank in the same run. busbw = algbw x 2(n-1)/n, as nccl-tests. Target: busbw >= 50% of memcpy with 4 ranks."
 say ""
 sh bench/allreduce.sh "$build" 4 64 10 >"$w/allreduce4.txt" 2>>"$log" || die "allreduce.sh 4 failed"
 sh bench/allreduce.sh "$build" 2 64 10 >"$w/allreduce2.txt" 2>>"$log" || die "allreduce.sh 2 failed"

@@ -319,13 +319,13 @@ static char *opt_path(char **dst, const char *s) {
   return *dst = strcmp(s, "-") ? strdup(s) : NULL;
 }
 
-/* FLOP/s of a 512^3 sgemm through the kernels (as the matmuls of a step), best of 3 */
+/* FLOP/s of a 1024^3 sgemm through the kernels (as the matmuls of a step), best of 4 after a warm-up */
 static double sgemm_rate(void) {
-  enum { n = 512 };
+  enum { n = 1024 };
   float *a = aligned_alloc(64, sizeof(float) * 3 * n * n);
   for (int i = 0; i < 3 * n * n; i++) a[i] = (float)(i % 7) * 0.01f;
   double best = 1e30;
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < 5; k++) {
     double t0 = now();
     k_matmul_forward(a + 2 * n * n, a, a + n * n, NULL, n, n, n);
     double t = now() - t0;
@@ -533,8 +533,15 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
               err);
   if (c->val_glob && !pipec_eval) prt_die(c, "%s has no validation pass (built by an older pipec); rebuild it to use validation data", argv[0]);
   c->training = 1;
+  /* the peak for MFU: each machine's sgemm rate on all its cores, measured by its local rank 0 alone
+     (the other ranks wait), summed over the machines */
   prt_barrier(c->world_group);
-  c->peak_flops = sgemm_rate();
+  c->peak_flops = 0;
+  if (c->env.local_rank == 0) {
+    k_set_threads((int)(cores < 1 ? 1 : cores));
+    c->peak_flops = sgemm_rate();
+    k_set_threads(threads < 1 ? 1 : (int)threads);
+  }
   prt_allreduce_sum_f64(c->world_group, &c->peak_flops, 1);
   if (c->keep < 1) c->keep = 1;
   prt_ckpt_start(c);
@@ -544,7 +551,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   int logger = me == 0, bar = logger && isatty(1) && isatty(2);
   if (logger)
     printf("pipec: %s, %d ranks (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n"
-           "pipec: data %s (%lld tokens)%s%s; peak %.1f GFLOP/s (sgemm on every rank)\n",
+           "pipec: data %s (%lld tokens)%s%s; peak %.1f GFLOP/s (sgemm on all cores of each machine)\n",
            c->model, c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
            c->data_glob ? c->data_glob : "synthetic", (long long)c->train_tokens.len, c->val_glob ? ", validation " : "",
            c->val_glob ? c->val_glob : "", c->peak_flops / 1e9);
