@@ -161,7 +161,7 @@ if full; then
   variant cpu-pp2tp2 bench/gpt2-cpu.pipe pp2tp2
 fi
 say ""
-say "tokens/s: median (min – max) of the step lines after step 2. Achieved GFLOP/s = flops_per_token (6N + 6LCT, from the stage program's manifest) x tokens/s (median). \"run's peak\": the peak the stage programs measure at start, 512^3 sgemm through the kernels on every rank at once, summed over the ranks (their MFU is achieved / this). \"sgemm\": bench/sgemm.c's rate just before, the best of 512^3 and 1024^3 (1 thread: $sg1, all $cores cores: $sgall GFLOP/s)."
+say "tokens/s: median (min – max) of the step lines after step 2. Achieved GFLOP/s = flops_per_token (6N + 6LCT, from the stage program's manifest) x tokens/s (median). \"run's peak\": the peak the stage programs measure at start, a 1024^3 sgemm through the kernels on all cores of each machine by its local rank 0 alone, summed over the machines (their MFU is achieved / this). \"sgemm\": bench/sgemm.c's rate just before, the best of 512^3 and 1024^3 (1 thread: $sg1, all $cores cores: $sgall GFLOP/s)."
 say ""
 say "| model | ranks (threads each) | tokens/step | tokens/s | GFLOP/token | achieved GFLOP/s | run's peak GFLOP/s | achieved / run's peak | achieved / sgemm 1 core | achieved / sgemm $cores cores | command |"
 say "|---|---|---|---|---|---|---|---|---|---|---|"
