@@ -179,14 +179,17 @@ train() { # NAME LABEL NP THREADS STEPS
   echo "$tps $fpt $peak $per $sg1 $sgall" | awk -v m="$2" -v np="$3" -v t="$4" -v cmd="PIPEC_THREADS=$4 mpirun -np $3 --oversubscribe --bind-to none $B/bench-run/$1/launch --steps $5 --log-every 1" \
     '{ a = $4 * $1 / 1e9; printf "| %s | %d (%d) | %d | %.0f (%.0f – %.0f) | %.4g | %.1f | %.1f | %.2f | %.2f | %.2f | `%s` |\n", m, np, t, $6 * $7, $1, $2, $3, $4 / 1e9, a, $5, a / $5, a / $8, a / $9, cmd }' >&3
 }
-train tiny-r1 "gpt2-tiny" 1 1 30
-train tiny-r1 "gpt2-tiny" 1 "$cores" 30
-train tiny-pp2tp2 "gpt2-tiny, pp 2 x tp 2" 4 1 30
-if full; then
-  train cpu-r1 "gpt2-cpu (dim 256, depth 4, vocab 50257)" 1 1 8
-  train cpu-r1 "gpt2-cpu" 1 "$cores" 8
-  train cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 8
-fi
+each_layout() { # FUNCTION N_TINY N_CPU: the function for every build and layout (steps or tokens: N)
+  "$1" tiny-r1 "gpt2-tiny" 1 1 "$2"
+  "$1" tiny-r1 "gpt2-tiny" 1 "$cores" "$2"
+  "$1" tiny-pp2tp2 "gpt2-tiny, pp 2 x tp 2" 4 1 "$2"
+  if full; then
+    "$1" cpu-r1 "gpt2-cpu (dim 256, depth 4, vocab 50257)" 1 1 "$3"
+    "$1" cpu-r1 "gpt2-cpu" 1 "$cores" "$3"
+    "$1" cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 "$3"
+  fi
+}
+each_layout train 30 8
 say ""
 
 say "## CPU generation throughput"
@@ -203,14 +206,7 @@ gen() { # NAME LABEL NP THREADS TOKENS
   [ -n "$r" ] || die "no tokens/s line in $f"
   say "| $2 | $3 ($4) | $r | \`PIPEC_THREADS=$4 mpirun -np $3 --oversubscribe --bind-to none $B/bench-run/$1/launch --generate --prompt-ids 1,2,3 --max-new-tokens $5 --ids\` |"
 }
-gen tiny-r1 "gpt2-tiny" 1 1 60
-gen tiny-r1 "gpt2-tiny" 1 "$cores" 60
-gen tiny-pp2tp2 "gpt2-tiny, pp 2 x tp 2" 4 1 60
-if full; then
-  gen cpu-r1 "gpt2-cpu" 1 1 128
-  gen cpu-r1 "gpt2-cpu" 1 "$cores" 128
-  gen cpu-pp2tp2 "gpt2-cpu, pp 2 x tp 2" 4 1 128
-fi
+each_layout gen 60 128
 say ""
 
 # --- host all-reduce
