@@ -182,13 +182,20 @@ static int build_stage(const Program *p, const OpGraph *g, const BuildOptions *b
     char who[64];
     if (plan_is_grid(p)) snprintf(who, sizeof who, "pipeline rank %d", k);
     else snprintf(who, sizeof who, "pipeline %d rank %d", pipeline, k);
-    int calls = 0;
-    for (int i = 0; i < sp->nfunc; i++) calls += sp->func[i].ncall;
+    int calls = 0; /* of the training step: pipec_step and the chunk functions it calls (not eval's or generation's) */
+    for (int i = 0; i < sp->nfunc; i++) {
+      const char *n = sp->func[i].name;
+      size_t l = strlen(n);
+      if (strcmp(n, "pipec_gen") && strcmp(n, "pipec_eval") && !(l > 2 && !strcmp(n + l - 2, "_g"))) calls += sp->func[i].ncall;
+    }
     char mem[32];
     snprintf(mem, sizeof mem, "%.1f MiB", (double)sp->total / 1048576.0);
-    printf("  %s/%s: %s, %d chunk%s, %d calls per step; memory %s (parameters, gradients, optimizer %.1f MiB; "
+    char what[48];
+    if (p->has_train) snprintf(what, sizeof what, "%d calls per step", calls);
+    else snprintf(what, sizeof what, "generation only");
+    printf("  %s/%s: %s, %d chunk%s, %s; memory %s (parameters, gradients, optimizer %.1f MiB; "
            "%d activation slot%s x %.1f KiB; workspace %.1f KiB)%s\n",
-           dir, bin, who, sp->nchunks, sp->nchunks == 1 ? "" : "s", calls, mem,
+           dir, bin, who, sp->nchunks, sp->nchunks == 1 ? "" : "s", what, mem,
            (double)(sp->optim_off + sp->optim_floats * 4) / 1048576.0, sp->nslots, sp->nslots == 1 ? "" : "s",
            (double)sp->slot_bytes / 1024.0, (double)sp->ws_bytes / 1024.0, fresh ? ", unchanged" : "");
     if (bo->device_memory && sp->total > bo->device_memory) {
@@ -215,8 +222,8 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
     fprintf(stderr, "pipec: error: cannot create '%s': %s\n", path, strerror(errno));
     return 1;
   }
-  if (!p->has_train) {
-    fprintf(stderr, "pipec: error: %s has no train { } section; the stage programs train (inference programs are not generated yet)\n",
+  if (!p->has_train && !p->has_infer) {
+    fprintf(stderr, "pipec: error: %s has neither a train { } nor an infer { } section: nothing for its stage programs to run\n",
             p->model_name);
     return 1;
   }

@@ -812,15 +812,17 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     act_slot[k] = slot_of[id];
     if ((x.kind == ACT_B || x.kind == ACT_W) && slot_of[id] >= 0) busy[slot_of[id]] = 0, slot_of[id] = -1;
   }
-  /* the arena */
+  /* the arena (a model without a train section only generates: parameters alone) */
+  int train = p->has_train;
+  if (!train) nslots = 0, slot_bytes = 0, ws_bytes = 0;
   sp->nslots = nslots;
   sp->slot_bytes = align64(slot_bytes);
-  int optim_per = !strcmp(p->optimizer, "adamw") ? 2 : p->momentum > 0 ? 1 : 0;
+  int optim_per = !train ? 0 : !strcmp(p->optimizer, "adamw") ? 2 : p->momentum > 0 ? 1 : 0;
   sp->optim_floats = pf * optim_per;
   int64_t off = 0; /* regions 256-byte aligned */
 #define REGION(x) (((x) + 255) / 256 * 256)
   sp->params_off = off, off += REGION(pf * 4);
-  sp->grads_off = off, off += REGION(pf * 4);
+  sp->grads_off = off, off += REGION(train ? pf * 4 : 0);
   sp->optim_off = off, off += REGION(sp->optim_floats * 4);
   sp->slots_off = off, off += REGION(sp->slot_bytes * nslots);
   sp->ws_off = off, sp->ws_bytes = align64(ws_bytes), off += REGION(sp->ws_bytes);
@@ -829,7 +831,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
 
   /* functions */
   sp->func = arena_alloc(a, sizeof(SFunc) * (size_t)(4 * nc + 3)); /* f, i, w, g per chunk; step, eval, gen */
-  for (int ci = 0; ci < nc; ci++) {
+  for (int ci = 0; ci < nc && train; ci++) {
     Chunk *c = &ch[ci];
     SFunc *f = new_func(G, "pipec_c%d_f", c->stage);
     for (int t = 0; t < g->nt; t++) /* token ids and targets come from the data */
@@ -847,9 +849,9 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     f = new_func(G, "pipec_c%d_w", c->stage);
     for (int q = 0; q < c->nw; q++) lower_op(G, f, c, c->wops[q]);
   }
-  SFunc *step = new_func(G, "pipec_step", 0);
+  SFunc *step = new_func(G, "pipec_step", 0); /* empty without a train section */
   step->is_step = 1;
-  for (int k = 0; k < ra->n; k++) {
+  for (int k = 0; k < ra->n && train; k++) {
     Action x = ra->a[k];
     Chunk *c = x.stage >= 0 && mine[x.stage] >= 0 ? &ch[mine[x.stage]] : NULL;
     int64_t slot = act_slot[k] >= 0 ? sp->slots_off + (int64_t)act_slot[k] * sp->slot_bytes : 0;
@@ -937,12 +939,12 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
 #undef TENSOR
   }
 
-  lower_eval(G, ch, nc, nmb);
+  if (train) lower_eval(G, ch, nc, nmb);
 
   /* the manifest */
   Buf m = {0};
   const Pipeline *pl = G->pl;
-  bprintf(&m, "pipec-stage 1\nmodel %s\n", p->model_name);
+  bprintf(&m, "pipec-stage 1\nmodel %s\nrun %s\n", p->model_name, train ? "train" : "generate");
   bprintf(&m, "stage %d pipeline %d stages %d\n", pp_rank, pipeline, s->nranks);
   bprintf(&m, "world %d tp %d dp %d pp %d\n", p->world, p->tp, p->dp, p->pp);
   bprintf(&m, "precision %s\n", p->precision ? p->precision : "fp32");

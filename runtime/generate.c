@@ -247,6 +247,15 @@ static double opt_float(const char *s, const char *what, double lo, double hi) {
   return v;
 }
 
+void prt_generate_usage(const PrtCtx *c) {
+  printf("%s [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--sampling greedy|top_k:K|top_p:P|beam:N]\n"
+         "           [--temperature X] [--seed N] [--weights PATH] [--tokenizer DIR] [--ids]\n"
+         "Generation's defaults come from the infer section%s. A stage program of %s made by pipec; start every rank with\n"
+         "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
+         c->generate_only ? "usage: launch [--generate]" : "       launch --generate", c->generate_only ? " (this build has no train section: it only generates)" : "",
+         c->model, c->world, c->world);
+}
+
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   Gen G0 = {0}, *G = &G0;
   int me = c->env.rank, say = me == 0;
@@ -261,6 +270,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   int print_ids = 0;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(o, "--generate")) continue; /* (a generation-only build takes it too) */
     if (!strcmp(o, "--ids")) {
       print_ids = 1;
       continue;

@@ -60,6 +60,7 @@ static void parse_manifest(PrtCtx *c, const char *text) {
     char key[32];
     if (sscanf(line, "%31s", key) != 1) continue;
     if (!strcmp(key, "model")) bad |= sscanf(line, "model %127s", c->model) != 1;
+    else if (!strcmp(key, "run")) c->generate_only = !strcmp(line, "run generate");
     else if (!strcmp(key, "stage")) bad |= sscanf(line, "stage %d pipeline %d stages %d", &c->stage, &c->pipeline, &c->nstages) != 3;
     else if (!strcmp(key, "world")) {
       bad |= sscanf(line, "world %d tp %d dp %d pp %d", &c->world, &c->tp, &c->dp, &c->pp) != 4;
@@ -394,7 +395,12 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   int64_t log_every = 1;
   int gen_argc = 0;
   char **gen_argv = NULL;
-  for (int i = 1; i < argc; i++) {
+  if (c->generate_only) { /* a model without a train section: every option is generation's */
+    gen_argc = argc, gen_argv = argv;
+    for (int i = 1; i < argc; i++)
+      if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return prt_generate_usage(c), 0;
+  }
+  for (int i = 1; i < argc && !c->generate_only; i++) {
     if (!strcmp(argv[i], "--generate")) { /* the options after it are generation's */
       gen_argc = argc - i, gen_argv = argv + i;
       break;
@@ -412,14 +418,11 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       printf("usage: %s [--steps N] [--log-every N] [--data GLOB] [--val-data GLOB] [--val-every N]\n"
              "       [--init PATH] [--resume [DIR]] [--save DIR] [--save-every N] [--keep K] [--stop-after N]\n"
-             "       %s --generate [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--sampling greedy|top_k:K|top_p:P|beam:N]\n"
-             "                     [--temperature X] [--seed N] [--weights PATH] [--tokenizer DIR] [--ids]\n"
              "--init: weights from a pipec checkpoint folder, a Hugging Face GPT-2 model.safetensors or an llm.c .bin;\n"
              "--resume: continue from the latest checkpoint in DIR (default: the save folder); --stop-after N: end after\n"
-             "step N (saving it when there is a save folder), the learning-rate schedule unchanged.\n"
-             "A stage program of %s made by pipec; start every rank with\n"
-             "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
-             argv[0], argv[0], c->model, c->world, c->world);
+             "step N (saving it when there is a save folder), the learning-rate schedule unchanged.\n",
+             argv[0]);
+      prt_generate_usage(c);
       return 0;
     } else {
       fprintf(stderr, "pipec: unknown option '%s' (try --help)\n", argv[i]);

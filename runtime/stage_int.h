@@ -44,6 +44,7 @@ struct PrtCtx {
   int64_t batch, nmb, mbrows, seq, allmbs;
   int64_t mb_base;   /* this pipeline's first microbatch in the global batch (read through prt_global_mb) */
   int templates;     /* pipelines of different shapes: gradients reduced per parameter group */
+  int generate_only; /* no train section: the program generates (manifest `run generate`) */
   int64_t steps, seed, warmup;
   double lr, min_lr, clip, beta1, beta2, eps, wd, momentum;
   char lr_schedule[32], optimizer[16], precision[8];
@@ -80,6 +81,7 @@ uint64_t prt_mix64(uint64_t z);
 /* `launch --generate ...`: generation with this stage program (generate.c);
    argv[0] is "--generate", the options follow. */
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv);
+void prt_generate_usage(const PrtCtx *c); /* its part of --help, on stdout */
 /* runtime/data.c: opens and checks pattern's files (NULL: the synthetic
  * corpus); 0, or -1 with one line naming the file in err */
 int prt_tokens_open(PrtTokens *d, const char *pattern, int64_t vocab, int64_t seq, char *err, size_t errlen);

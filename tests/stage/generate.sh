@@ -10,6 +10,8 @@
 #     beam search with 3 beams (compiled with infer { sampling = beam(3) }).
 #     So does pp 2 x tp 2 with weights from a checkpoint 1 rank saved
 #     (--weights), against the reference executor reading the same files.
+#     A model with no train section builds programs that only generate
+#     (parameters alone in memory) and decode as the reference does.
 #     A heterogeneous pair (1-stage + 2-stage pipelines) decodes as the
 #     reference executor does.
 #  2. Sampling depends on its seed; greedy does not.
@@ -58,6 +60,16 @@ got=$(gen pp2tp2 trained --max-new-tokens 16 --weights "$out/ckpt") want=$("$ref
 [ -n "$got" ] && [ "$got" = "$want" ] && [ "$got" != "$(echo "$ref" | cut -d' ' -f1-16)" ] &&
   ok "trained weights (--weights CKPT): pp 2 x tp 2 generates the reference executor's tokens ($got)" ||
   { bad "trained weights: '$got' vs the reference's '$want'"; tail -3 "$out/pp2tp2.trained.err"; }
+# a model with an infer section and no train section: its programs only generate, without --generate, holding the parameters alone
+awk '/^train \{/ { skip = 1 } !skip { print } skip && /^\}/ { skip = 0 }' "$tiny" >"$out/inferonly.pipe"
+grep -q "^train" "$out/inferonly.pipe" && bad "inferonly.pipe still trains"
+"$pipec" "$out/inferonly.pipe" -o "$out/inferonly" >"$out/inferonly.log" 2>&1 || { bad "an infer-only model compiles"; cat "$out/inferonly.log"; }
+grep -q "generation only; memory 0.3 MiB" "$out/inferonly.log" && ok "an infer-only build holds its parameters alone" || bad "infer-only build: $(grep 'stage0:' "$out/inferonly.log")"
+got=$(timeout 120 mpirun -np 4 --bind-to none "$out/inferonly/launch" --prompt-ids 5,17,300,42 --ids --max-new-tokens 12 2>"$out/inferonly.err" |
+  sed -n 's/^pipec: generated ids: //p')
+want=$("$reference" "$out/inferonly.pipe" 5,17,300,42 12)
+[ -n "$got" ] && [ "$got" = "$want" ] && ok "an infer-only build generates without --generate, the reference's tokens" ||
+  { bad "infer-only: '$got' vs '$want'"; tail -3 "$out/inferonly.err"; }
 cp "$src/models/examples/oobleck-templates.pipe" "$out/oobleck.pipe"
 "$pipec" "$out/oobleck.pipe" -o "$out/oobleck" >"$out/oobleck.log" 2>&1 || { bad "the template pair compiles"; cat "$out/oobleck.log"; }
 got=$(gen oobleck greedy --max-new-tokens 12) want=$("$reference" "$out/oobleck.pipe" 5,17,300,42 12)
