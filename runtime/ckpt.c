@@ -73,32 +73,40 @@ int prt_load_weights(PrtCtx *c, const char *path, char *err, size_t errlen) {
   return rc;
 }
 
-static void load_start(PrtCtx *c) {
+/* init or resume; 0, or -1 with the reason in why (every rank reads the same files, so the job stops with one line) */
+static int load_start(PrtCtx *c, char *why, size_t n) {
   char err[1024];
   if (!c->resume_dir) {
-    if (c->init_path && prt_load_weights(c, c->init_path, err, sizeof err)) prt_die(c, "init: %s", err);
+    if (c->init_path && prt_load_weights(c, c->init_path, err, sizeof err)) return snprintf(why, n, "init: %s", err), -1;
     if (c->init_path && c->env.rank == 0) printf("pipec: initial weights from %s\n", c->init_path);
-    return;
+    return 0;
   }
   CkSource *s = ck_open(c->resume_dir, err, sizeof err);
-  if (!s) prt_die(c, "resume: %s", err);
-  if (ck_kind(s) != CK_PIPEC) prt_die(c, "resume: %s is not a pipec checkpoint folder", c->resume_dir);
+  if (!s) return snprintf(why, n, "resume: %s", err), -1;
+  int rc = -1;
   const char *model = ck_meta(s, "model"), *opt = ck_meta(s, "optimizer"), *st = ck_meta(s, "step");
-  if (strcmp(model, c->model)) prt_die(c, "resume: %s is a checkpoint of model '%s', not '%s'", ck_where(s), model, c->model);
-  if (strcmp(opt, c->optimizer)) prt_die(c, "resume: %s holds %s state, but this run uses %s", ck_where(s), opt, c->optimizer);
-  char *end;
-  c->start_step = strtoll(st, &end, 10);
-  if (!*st || *end || c->start_step < 0) prt_die(c, "resume: %s: metadata step '%s' is not a step", ck_where(s), st);
-  static const char *const sfx[] = {".m", ".v"};
-  if (load_into(c, s, "", params_base(c), err, sizeof err)) prt_die(c, "resume: %s", err);
-  for (int k = 0; k < optim_slots(c); k++)
-    if (load_into(c, s, sfx[k], optim_base(c, k), err, sizeof err)) prt_die(c, "resume: %s", err);
-  if (c->env.rank == 0) printf("pipec: resumed from %s (step %lld of %lld)\n", ck_where(s), (long long)c->start_step, (long long)c->steps);
+  char *end = NULL;
+  if (ck_kind(s) != CK_PIPEC) snprintf(why, n, "resume: %s is not a pipec checkpoint folder", c->resume_dir);
+  else if (strcmp(model, c->model)) snprintf(why, n, "resume: %s is a checkpoint of model '%s', not '%s'", ck_where(s), model, c->model);
+  else if (strcmp(opt, c->optimizer)) snprintf(why, n, "resume: %s holds %s state, but this run uses %s", ck_where(s), opt, c->optimizer);
+  else if ((c->start_step = strtoll(st, &end, 10)) < 0 || !*st || *end)
+    snprintf(why, n, "resume: %s: metadata step '%s' is not a step", ck_where(s), st);
+  else if (load_into(c, s, "", params_base(c), err, sizeof err)) snprintf(why, n, "resume: %s", err);
+  else {
+    static const char *const sfx[] = {".m", ".v"};
+    rc = 0;
+    for (int k = 0; k < optim_slots(c) && !rc; k++)
+      if (load_into(c, s, sfx[k], optim_base(c, k), err, sizeof err)) snprintf(why, n, "resume: %s", err), rc = -1;
+  }
+  if (!rc && c->env.rank == 0)
+    printf("pipec: resumed from %s (step %lld of %lld)\n", ck_where(s), (long long)c->start_step, (long long)c->steps);
   ck_close(s);
+  return rc;
 }
 
 void prt_ckpt_start(PrtCtx *c) {
-  load_start(c);
+  char why[1200] = "";
+  prt_stop_if_any(c, load_start(c, why, sizeof why) != 0, why);
   prt_barrier(c->world_group); /* every rank loaded: only then touch the save folder */
   /* a save folder that cannot be written stops the job now, not after its last step */
   if (c->save_dir && c->env.rank == 0 && (mkdir_p(c->save_dir) || access(c->save_dir, W_OK | X_OK)))

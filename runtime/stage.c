@@ -358,10 +358,8 @@ static void validate_and_log(PrtCtx *c, int64_t s, int logger) {
   fflush(stdout);
 }
 
-/* A check every rank makes (the data files): when any rank failed, all stop;
-   rank 0's message is printed once instead of one copy per rank (a rank
-   that failed where rank 0 did not prints its own). */
-static void stop_if_any(PrtCtx *c, int failed, const char *why) {
+/* see stage_int.h */
+void prt_stop_if_any(PrtCtx *c, int failed, const char *why) {
   double f[2] = {failed && c->env.rank == 0, failed != 0};
   prt_allreduce_sum_f64(c->world_group, f, 2);
   if (f[1] == 0) return;
@@ -531,7 +529,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   }
   /* the data, checked once; the peak: every rank's sgemm rate, measured at the same time */
   if (c->vocab <= 0) c->vocab = 256; /* a model without token ids: any range */
-  stop_if_any(c, prt_tokens_open(&c->train_tokens, c->data_glob, c->vocab, c->seq, err, sizeof err) ||
+  prt_stop_if_any(c, prt_tokens_open(&c->train_tokens, c->data_glob, c->vocab, c->seq, err, sizeof err) ||
                      (c->val_glob && prt_tokens_open(&c->val_tokens, c->val_glob, c->vocab, c->seq, err, sizeof err)),
               err);
   if (c->val_glob && !pipec_eval) prt_die(c, "%s has no validation pass (built by an older pipec); rebuild it to use validation data", argv[0]);

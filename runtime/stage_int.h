@@ -78,6 +78,11 @@ struct PrtCtx {
 /* Stops this rank (and, through the transport, every other) with one line. */
 void prt_die(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 uint64_t prt_mix64(uint64_t z);
+/* A check every rank makes alike (the data files, the checkpoint to load):
+   when any rank failed, every rank exits 1 and the reason is printed once
+   (rank 0's; a rank that failed where rank 0 did not prints its own).
+   Collective: every rank of the world calls it. */
+void prt_stop_if_any(PrtCtx *c, int failed, const char *why);
 /* `launch --generate ...`: generation with this stage program (generate.c);
    argv[0] is "--generate", the options follow. */
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv);
