@@ -213,46 +213,50 @@ static PrtGroup *group_of(PrtCtx *c, int pp, int *root) { /* this pipeline's ran
 
 /* Stops generation for a reason every rank finds alike (the options, the
    prompt, the build): rank 0 says why, once, and every rank exits 1. */
-static void refuse(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-static void refuse(PrtCtx *c, const char *fmt, ...) {
+static void vrefuse(const PrtCtx *c, int status, const char *fmt, va_list ap) __attribute__((noreturn));
+static void vrefuse(const PrtCtx *c, int status, const char *fmt, va_list ap) {
   if (c->env.rank == 0) {
-    va_list ap;
-    va_start(ap, fmt);
     fprintf(stderr, "pipec: ");
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
-    va_end(ap);
   }
-  exit(1);
+  exit(status);
+}
+static void refuse(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void refuse(PrtCtx *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vrefuse(c, 1, fmt, ap);
+}
+/* a bad option: as refuse, with the status of a usage error */
+static void bad_option(const PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void bad_option(const PrtCtx *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vrefuse(c, 2, fmt, ap);
 }
 
-static int64_t opt_int(const char *s, const char *what, int64_t lo, int64_t hi) {
+static int64_t opt_int(const PrtCtx *c, const char *s, const char *what, int64_t lo, int64_t hi) {
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
-  if (!*s || *end || errno || v < lo || v > hi) {
-    fprintf(stderr, "pipec: %s needs an integer in %lld .. %lld, not '%s'\n", what, (long long)lo, (long long)hi, s);
-    exit(2);
-  }
+  if (!*s || *end || errno || v < lo || v > hi) bad_option(c, "%s needs an integer in %lld .. %lld, not '%s'", what, (long long)lo, (long long)hi, s);
   return v;
 }
 
-static double opt_float(const char *s, const char *what, double lo, double hi) {
+static double opt_float(const PrtCtx *c, const char *s, const char *what, double lo, double hi) {
   char *end;
   double v = strtod(s, &end);
-  if (!*s || *end || !(v > lo && v <= hi)) {
-    fprintf(stderr, "pipec: %s needs a number in (%g, %g], not '%s'\n", what, lo, hi, s);
-    exit(2);
-  }
+  if (!*s || *end || !(v > lo && v <= hi)) bad_option(c, "%s needs a number in (%g, %g], not '%s'", what, lo, hi, s);
   return v;
 }
 
-void prt_generate_usage(const PrtCtx *c) {
+void prt_generate_usage(const PrtCtx *c, int alone) {
   printf("%s [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--sampling greedy|top_k:K|top_p:P|beam:N]\n"
          "           [--temperature X] [--seed N] [--weights PATH] [--tokenizer DIR] [--ids]\n"
          "Generation's defaults come from the infer section%s. A stage program of %s made by pipec; start every rank with\n"
          "  torchrun --standalone --nproc-per-node %d --no-python ./launch\n  mpirun -np %d ./launch\n",
-         c->generate_only ? "usage: launch [--generate]" : "       launch --generate", c->generate_only ? " (this build has no train section: it only generates)" : "",
+         c->generate_only ? "usage: launch [--generate]" : alone ? "usage: launch --generate" : "       launch --generate", c->generate_only ? " (this build has no train section: it only generates)" : "",
          c->model, c->world, c->world);
 }
 
@@ -271,20 +275,21 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "--generate")) continue; /* (a generation-only build takes it too) */
+    if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+      if (say) prt_generate_usage(c, 1);
+      exit(0);
+    }
     if (!strcmp(o, "--ids")) {
       print_ids = 1;
       continue;
     }
-    if (!v) {
-      fprintf(stderr, "pipec: %s needs a value (try --help)\n", o);
-      exit(2);
-    }
+    if (!v) bad_option(c, "%s needs a value (try --help)", o);
     i++;
     if (!strcmp(o, "--prompt")) prompt = v;
     else if (!strcmp(o, "--prompt-ids")) ids_arg = v;
-    else if (!strcmp(o, "--max-new-tokens")) max_new = opt_int(v, o, 1, 1 << 24);
-    else if (!strcmp(o, "--temperature")) temp = opt_float(v, o, 0, 1e6);
-    else if (!strcmp(o, "--seed")) seed = opt_int(v, o, 0, INT64_MAX);
+    else if (!strcmp(o, "--max-new-tokens")) max_new = opt_int(c, v, o, 1, 1 << 24);
+    else if (!strcmp(o, "--temperature")) temp = opt_float(c, v, o, 0, 1e6);
+    else if (!strcmp(o, "--seed")) seed = opt_int(c, v, o, 0, INT64_MAX);
     else if (!strcmp(o, "--weights")) weights = v;
     else if (!strcmp(o, "--tokenizer")) tokdir = v;
     else if (!strcmp(o, "--sampling")) {
@@ -293,25 +298,21 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
       snprintf(mode, sizeof mode, "%.*s", (int)(n < 15 ? n : 15), v);
       nbeams = 1;
       if (!strcmp(mode, "greedy") && !colon) continue;
-      if (colon && !strcmp(mode, "top_k")) k_top = opt_int(colon + 1, "--sampling top_k:K", 1, 1 << 24);
-      else if (colon && !strcmp(mode, "top_p")) p_top = opt_float(colon + 1, "--sampling top_p:P", 0, 1);
-      else if (colon && !strcmp(mode, "beam")) nbeams = opt_int(colon + 1, "--sampling beam:N", 1, 1024);
-      else {
-        fprintf(stderr, "pipec: --sampling takes greedy, top_k:K, top_p:P or beam:N, not '%s'\n", v);
-        exit(2);
-      }
-    } else {
-      fprintf(stderr, "pipec: unknown generation option '%s' (try --help)\n", o);
-      exit(2);
-    }
+      if (colon && !strcmp(mode, "top_k")) k_top = opt_int(c, colon + 1, "--sampling top_k:K", 1, 1 << 24);
+      else if (colon && !strcmp(mode, "top_p")) p_top = opt_float(c, colon + 1, "--sampling top_p:P", 0, 1);
+      else if (colon && !strcmp(mode, "beam")) nbeams = opt_int(c, colon + 1, "--sampling beam:N", 1, 1024);
+      else
+        bad_option(c, "--sampling takes greedy, top_k:K, top_p:P or beam:N, not '%s'", v);
+    } else
+      bad_option(c, "unknown generation option '%s' (try --help)", o);
   }
   /* a beam(N) build also samples or decodes greedily (its row 0); other beam counts need another build */
   if (nbeams > 1 && nbeams != G->beams)
     refuse(c, "this build decodes %lld beam%s at a time; recompile with infer { sampling = beam(%lld) } for %lld beams", (long long)G->beams,
            G->beams == 1 ? "" : "s", (long long)nbeams, (long long)nbeams);
   if (weights) {
-    char err[1024];
-    if (prt_load_weights(c, weights, err, sizeof err)) prt_die(c, "%s", err);
+    char err[1024] = "";
+    prt_stop_if_any(c, prt_load_weights(c, weights, err, sizeof err) != 0, err);
   } else if (say)
     fprintf(stderr, "pipec: no weights given (--weights, or infer { weights = ... }); generating from the seed's initial weights\n");
 
@@ -320,9 +321,9 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   Bpe *bpe = NULL;
   if (!ids_arg || !print_ids) {
     bpe = load_tokenizer(tokdir, err, sizeof err);
-    if (!bpe && !ids_arg) prt_die(c, "%s", err);
     /* a model with fewer ids than GPT-2 uses GPT-2's BPE with its first vocab - 256 merges (as pipec tokenize --vocab-size) */
-    if (bpe && bpe_vocab_size(bpe) > c->vocab && bpe_limit_vocab(bpe, (int)c->vocab, err, sizeof err)) prt_die(c, "%s", err);
+    int bad = (!bpe && !ids_arg) || (bpe && bpe_vocab_size(bpe) > c->vocab && bpe_limit_vocab(bpe, (int)c->vocab, err, sizeof err));
+    prt_stop_if_any(c, bad, err);
   }
   int32_t *ids = NULL;
   size_t np = 0;

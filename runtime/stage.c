@@ -396,7 +396,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   if (c->generate_only) { /* a model without a train section: every option is generation's */
     gen_argc = argc, gen_argv = argv;
     for (int i = 1; i < argc; i++)
-      if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return prt_generate_usage(c), 0;
+      if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return prt_generate_usage(c, 1), 0;
   }
   for (int i = 1; i < argc && !c->generate_only; i++) {
     if (!strcmp(argv[i], "--generate")) { /* the options after it are generation's */
@@ -420,7 +420,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
              "--resume: continue from the latest checkpoint in DIR (default: the save folder); --stop-after N: end after\n"
              "step N (saving it when there is a save folder), the learning-rate schedule unchanged.\n",
              argv[0]);
-      prt_generate_usage(c);
+      prt_generate_usage(c, 0);
       return 0;
     } else {
       fprintf(stderr, "pipec: unknown option '%s' (try --help)\n", argv[i]);

@@ -86,7 +86,7 @@ void prt_stop_if_any(PrtCtx *c, int failed, const char *why);
 /* `launch --generate ...`: generation with this stage program (generate.c);
    argv[0] is "--generate", the options follow. */
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv);
-void prt_generate_usage(const PrtCtx *c); /* its part of --help, on stdout */
+void prt_generate_usage(const PrtCtx *c, int alone); /* its part of --help (alone: the whole usage), on stdout */
 /* runtime/data.c: opens and checks pattern's files (NULL: the synthetic
  * corpus); 0, or -1 with one line naming the file in err */
 int prt_tokens_open(PrtTokens *d, const char *pattern, int64_t vocab, int64_t seq, char *err, size_t errlen);
