@@ -219,7 +219,9 @@ static void vrefuse(const PrtCtx *c, int status, const char *fmt, va_list ap) {
     fprintf(stderr, "pipec: ");
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
+    fflush(stderr);
   }
+  prt_barrier(c->world_group); /* every rank gets here alike; rank 0's line is out before any exits */
   exit(status);
 }
 static void refuse(PrtCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));

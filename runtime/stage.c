@@ -364,6 +364,8 @@ void prt_stop_if_any(PrtCtx *c, int failed, const char *why) {
   prt_allreduce_sum_f64(c->world_group, f, 2);
   if (f[1] == 0) return;
   if (failed && (c->env.rank == 0 || f[0] == 0)) fprintf(stderr, "pipec: rank %d: %s\n", c->env.rank, why);
+  fflush(stderr);
+  prt_barrier(c->world_group); /* the line is out before any rank exits (a launcher kills the others at the first exit) */
   exit(1);
 }
 

@@ -132,13 +132,24 @@ worst=$(tail -4 r1.steps | paste - r1-resumed.steps | awk '{ d = ($2 - $6) / $2;
 [ "$(wc -l <r1-resumed.steps)" -eq 4 ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }' &&
   ok "pp 2 x tp 2's step 6 resumed in 1 rank: steps 7-10 as 1 rank's ($worst)" || bad "cross-layout resume: $worst"
 # a real crash: every rank SIGKILLed while saving every step
+# (the SIGKILL goes to the whole process tree, timeout, mpirun and every rank, and the resume starts
+# only when none of them is left to write into ck-kill)
+descendants() { for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$p"; descendants "$p"; done; }
 MASTER_PORT=$(comm_free_port) timeout 120 mpirun -np 4 --bind-to none pp2tp2/launch --init init.safetensors --save ck-kill --save-every 1 >kill.run 2>kill.err &
 mpi=$!
 i=0
 while [ ! -d ck-kill/step-2 ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done
-ranks=$(ps -o pid= --ppid "$(ps -o pid= --ppid $mpi | head -1)" 2>/dev/null; ps -o pid= --ppid $mpi 2>/dev/null)
-kill -9 $ranks 2>/dev/null
+tree="$(descendants $mpi) $mpi"
+kill -9 $tree 2>/dev/null
 wait $mpi
+i=0 alive=1
+while [ $alive -eq 1 ] && [ $i -lt 500 ]; do
+  alive=0
+  for p in $tree; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ $alive -eq 1 ] && sleep 0.02
+  i=$((i + 1))
+done
+[ $alive -eq 0 ] || bad "processes of the killed job are still running"
 killed=$(ls ck-kill | tr '\n' ' ')
 if [ -d ck-kill/step-10 ]; then bad "the run ended before the SIGKILL ($killed)"; else
   run 4 pp2tp2 --save ck-kill --resume || bad "resume after SIGKILL: status $?: $(grep -v CUDA pp2tp2.err | head -3)"
