@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/utf8.h"
 #include "lib/xalloc.h"
 
 #define CACHE_SLOTS 65536 /* encode cache: direct-mapped, pieces up to CACHE_MAX_PIECE bytes */
@@ -24,27 +25,6 @@ static uint64_t hash_pair(uint64_t k) { /* splitmix64's finaliser */
   k = (k ^ (k >> 30)) * 0xbf58476d1ce4e5b9ull;
   k = (k ^ (k >> 27)) * 0x94d049bb133111ebull;
   return k ^ (k >> 31);
-}
-
-/* Decodes one UTF-8 character at s[0..n): its length, or 0 when the bytes
- * are not a valid sequence (overlong, surrogate, > U+10FFFF, truncated). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
-  unsigned c = s[0];
-  if (c < 0x80) return *cp = c, 1;
-  size_t len;
-  uint32_t v, min;
-  if ((c & 0xE0) == 0xC0) len = 2, v = c & 0x1F, min = 0x80;
-  else if ((c & 0xF0) == 0xE0) len = 3, v = c & 0x0F, min = 0x800;
-  else if ((c & 0xF8) == 0xF0) len = 4, v = c & 0x07, min = 0x10000;
-  else return 0;
-  if (len > n) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    v = v << 6 | (s[i] & 0x3F);
-  }
-  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-  *cp = v;
-  return len;
 }
 
 static size_t utf8_encode(char *d, uint32_t cp) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lib/files.h"
+#include "lib/utf8.h"
 #include "lib/xalloc.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -24,24 +25,10 @@
 
 /* ------------------------------------------------------------ utilities */
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if none:
- * no overlongs, no surrogates, nothing above U+10FFFF. */
+/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if none. */
 static size_t utf8_len(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  if (c < 0x80) return 1;
-  size_t len;
-  unsigned cp, min;
-  if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F, min = 0x80;
-  else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
-  else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07, min = 0x10000;
-  else return 0;
-  if (len > n) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    cp = cp << 6 | (s[i] & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return len;
+  uint32_t cp;
+  return utf8_decode(s, n, &cp);
 }
 
 static int utf8_valid(const char *s) {
