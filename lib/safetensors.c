@@ -930,19 +930,6 @@ static int cmp_wtensor(const void *a, const void *b) {
 }
 
 /* write(2) all of n bytes, counting toward the test hook */
-static int write_all(int fd, const void *p, size_t n, long long *written) {
-  if (fail_after >= 0 && *written + (long long)n > fail_after) {
-    size_t part = (size_t)(fail_after - *written);
-    if (file_write_all(fd, p, part)) return -1;
-    *written += (long long)part;
-    errno = EIO;
-    return -2;
-  }
-  if (file_write_all(fd, p, n)) return -1;
-  *written += (long long)n;
-  return 0;
-}
-
 int st_writer_write(StWriter *w, const char *path, char *err, size_t errlen) {
   if (w->nt > 1) qsort(w->t, w->nt, sizeof *w->t, cmp_wtensor);
   if (w->nmeta > 1) qsort(w->meta, w->nmeta, sizeof *w->meta, cmp_meta);
@@ -972,38 +959,15 @@ int st_writer_write(StWriter *w, const char *path, char *err, size_t errlen) {
   buf_put(&h, "}", 1);
   while (h.n % 8) buf_put(&h, " ", 1);
 
-  char *tmp = xcalloc(strlen(path) + 32, 1);
-  sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    errf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    free(tmp);
-    free(h.s);
-    return -1;
-  }
-  long long written = 0;
   uint64_t hlen = h.n;
-  int rc = write_all(fd, &hlen, 8, &written);
-  if (!rc) rc = write_all(fd, h.s, h.n, &written);
-  for (size_t i = 0; i < w->nt && !rc; i++)
-    if (w->t[i].nbytes) rc = write_all(fd, w->t[i].data, w->t[i].nbytes, &written);
+  FilePiece *p = xcalloc(w->nt + 2, sizeof *p);
+  size_t np = 0;
+  p[np++] = (FilePiece){&hlen, 8};
+  p[np++] = (FilePiece){h.s, h.n};
+  for (size_t i = 0; i < w->nt; i++)
+    if (w->t[i].nbytes) p[np++] = (FilePiece){w->t[i].data, w->t[i].nbytes};
+  int rc = file_write_pieces(path, p, np, fail_after, err, errlen);
+  free(p);
   free(h.s);
-  const char *step = "write";
-  if (!rc && fsync(fd)) rc = -1, step = "fsync";
-  if (close(fd) && !rc) rc = -1, step = "close";
-  if (!rc && rename(tmp, path)) rc = -1, step = "rename";
-  if (rc) {
-    int e = errno;
-    unlink(tmp);
-    if (rc == -2) errf(err, errlen, "%s: write failed: simulated write failure", path);
-    else errf(err, errlen, "%s: %s of %s failed: %s", path, step, tmp, strerror(e));
-    free(tmp);
-    return -1;
-  }
-  free(tmp);
-  if (file_fsync_dir(path)) {
-    errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
-    return -1;
-  }
-  return 0;
+  return rc;
 }

@@ -128,37 +128,9 @@ int tok_write(const char *path, const uint16_t *tokens, size_t n, int header, ch
     errf(err, errlen, "%s: %zu tokens do not fit llm.c's int32 count", path, n);
     return -1;
   }
-  char *tmp = xcalloc(strlen(path) + 32, 1);
-  sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    errf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    free(tmp);
-    return -1;
-  }
-  int rc = 0;
-  const char *step = "write";
-  if (header) {
-    int32_t h[TOK_HEADER_INTS] = {TOK_MAGIC, TOK_VERSION, (int32_t)n};
-    rc = file_write_all(fd, h, sizeof h);
-  }
-  if (!rc && n) rc = file_write_all(fd, tokens, 2 * n);
-  if (!rc && fsync(fd)) rc = -1, step = "fsync";
-  if (close(fd) && !rc) rc = -1, step = "close";
-  if (!rc && rename(tmp, path)) rc = -1, step = "rename";
-  if (rc) {
-    int e = errno;
-    unlink(tmp);
-    errf(err, errlen, "%s: %s of %s failed: %s", path, step, tmp, strerror(e));
-    free(tmp);
-    return -1;
-  }
-  free(tmp);
-  if (file_fsync_dir(path)) {
-    errf(err, errlen, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
-    return -1;
-  }
-  return 0;
+  int32_t h[TOK_HEADER_INTS] = {TOK_MAGIC, TOK_VERSION, (int32_t)n};
+  FilePiece p[2] = {{h, header ? sizeof h : 0}, {tokens, 2 * n}};
+  return file_write_pieces(path, p, 2, -1, err, errlen);
 }
 
 /* ------------------------------------------------------------------ glob */
