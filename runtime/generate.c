@@ -194,23 +194,6 @@ static void choose(const Gen *G, const char *mode, int64_t k_top, double p_top, 
   free(lp);
 }
 
-static PrtGroup *group_of(PrtCtx *c, int pp, int *root) { /* this pipeline's ranks (pp < 0), or its pipeline rank pp's tp group in tp order */
-  int *m = xcalloc((size_t)c->world, sizeof(int)), n = 0;
-  if (pp < 0) {
-    for (int r = 0; r < c->world; r++)
-      if (c->rk_pipe[r] == c->pipeline) {
-        if (c->rk_pp[r] == c->nstages - 1 && c->rk_tp[r] == 0) *root = n;
-        m[n++] = r;
-      }
-  } else
-    for (int t = 0; t < c->tp; t++)
-      for (int r = 0; r < c->world; r++)
-        if (c->rk_pipe[r] == c->pipeline && c->rk_pp[r] == pp && c->rk_tp[r] == t) m[n++] = r;
-  PrtGroup *g = prt_group_new(c->comm, m, n);
-  free(m);
-  return g;
-}
-
 /* Stops generation for a reason every rank finds alike (the options, the
    prompt, the build): rank 0 says why, once, and every rank exits 1. */
 static void vrefuse(const PrtCtx *c, int status, const char *fmt, va_list ap) __attribute__((noreturn));
@@ -362,13 +345,17 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   if (!gen) prt_die(c, "cannot allocate %lld bytes for generation", (long long)G->bytes);
   memset(gen, 0, (size_t)G->bytes);
   if (!strcmp(mode, "beam") && nbeams == 1) snprintf(mode, sizeof mode, "greedy"); /* one beam: greedy */
-  int nb = (int)G->beams, last = c->stage == c->nstages - 1, root = 0, beam = !strcmp(mode, "beam");
+  int nb = (int)G->beams, last = c->stage == c->nstages - 1, beam = !strcmp(mode, "beam");
   int64_t total = (int64_t)np + max_new;
   int32_t *seq = xcalloc((size_t)nb * (size_t)total, sizeof(int32_t)), *seq2 = xcalloc((size_t)nb * (size_t)total, sizeof(int32_t));
   for (int b = 0; b < nb; b++) memcpy(seq + (size_t)b * total, ids, sizeof(int32_t) * np);
   G->cur = xcalloc((size_t)nb, sizeof(int32_t));
   g_gen = G;
-  PrtGroup *pipe = group_of(c, -1, &root), *tpg = last && c->tp > 1 ? group_of(c, c->stage, &root) : NULL;
+  /* the pipeline's ranks; the tokens come from its last pipeline rank's tp rank 0 */
+  PrtGroup *pipe = prt_group_where(c, 1, 0, 0);
+  int root = prt_group_index_where(c, 1, 0, 0, prt_world_rank(c, c->pipeline, c->nstages - 1, 0));
+  int *tp_index = xcalloc((size_t)c->tp, sizeof(int)); /* tp rank t's index in c->tp_group */
+  for (int t = 0; t < c->tp; t++) tp_index[t] = prt_group_index_where(c, 1, 1, 0, prt_world_rank(c, c->pipeline, c->stage, t));
   int V = G->width, vp = last && c->tp > 1 && (int64_t)G->width * c->tp == c->vocab; /* vocabulary-parallel logits */
   if (vp) V = G->width * c->tp;
   float *full = last ? xcalloc((size_t)nb * (size_t)V, sizeof(float)) : NULL, *part = vp ? xcalloc((size_t)nb * (size_t)G->width, sizeof(float)) : NULL;
@@ -400,7 +387,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
       if (vp) /* each tp rank's slice of the vocabulary in turn */
         for (int t = 0; t < c->tp; t++) {
           if (t == c->tp_rank) memcpy(part, lg, sizeof(float) * (size_t)nb * G->width);
-          prt_broadcast(tpg, t, part, sizeof(float) * (size_t)nb * G->width);
+          prt_broadcast(c->tp_group, tp_index[t], part, sizeof(float) * (size_t)nb * G->width);
           for (int b = 0; b < nb; b++) memcpy(full + (size_t)b * V + (size_t)t * G->width, part + (size_t)b * G->width, sizeof(float) * G->width);
         }
       else
@@ -456,7 +443,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
     fflush(stdout);
   }
   prt_group_free(pipe);
-  if (tpg) prt_group_free(tpg);
+  free(tp_index);
   bpe_free(bpe);
   free(gen), free(seq), free(seq2), free(G->cur), free(full), free(part), free(score), free(msg), free(tmp), free(ids);
   free(G->kv_off), free(G->kv_beam), free(G->prompt), free(G->weights), free((char *)G->none);

@@ -176,7 +176,7 @@ void prt_loss_add(void *ctx, const float *losses, const int32_t *targets, int N)
 }
 
 /* ---- communication ---- */
-static int world_rank(PrtCtx *c, int pipeline, int pp, int tp) {
+int prt_world_rank(PrtCtx *c, int pipeline, int pp, int tp) {
   for (int r = 0; r < c->world; r++)
     if (c->rk_pipe[r] == pipeline && c->rk_pp[r] == pp && c->rk_tp[r] == tp) return r;
   prt_die(c, "no rank runs pipeline %d, pipeline rank %d, tp rank %d (damaged manifest)", pipeline, pp, tp);
@@ -202,11 +202,11 @@ void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
 
 void prt_pp_send(void *ctx, int pp_peer, int tag, const void *buf, long bytes) {
   PrtCtx *c = ctx;
-  prt_send(c->comm, world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
+  prt_send(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
 }
 void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes) {
   PrtCtx *c = ctx;
-  prt_recv(c->comm, world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
+  prt_recv(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
 }
 void prt_dp_allreduce(void *ctx, float *grads, long n) {
   PrtCtx *c = ctx;
@@ -279,15 +279,26 @@ static double now(void) {
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static PrtGroup *group_where(PrtCtx *c, int same_pipe, int same_pp, int same_tp) {
-  int *m = calloc((size_t)c->world, sizeof(int)), n = 0, me = c->env.rank;
+/* world rank r shares with this rank what the flags ask for (the members of prt_group_where's groups) */
+static int same_as_me(const PrtCtx *c, int r, int same_pipe, int same_pp, int same_tp) {
+  int me = c->env.rank;
+  return (!same_pipe || c->rk_pipe[r] == c->rk_pipe[me]) && (!same_pp || c->rk_pp[r] == c->rk_pp[me]) &&
+         (!same_tp || c->rk_tp[r] == c->rk_tp[me]);
+}
+
+PrtGroup *prt_group_where(PrtCtx *c, int same_pipe, int same_pp, int same_tp) {
+  int *m = calloc((size_t)c->world, sizeof(int)), n = 0;
   for (int r = 0; r < c->world; r++)
-    if ((!same_pipe || c->rk_pipe[r] == c->rk_pipe[me]) && (!same_pp || c->rk_pp[r] == c->rk_pp[me]) &&
-        (!same_tp || c->rk_tp[r] == c->rk_tp[me]))
-      m[n++] = r;
+    if (same_as_me(c, r, same_pipe, same_pp, same_tp)) m[n++] = r;
   PrtGroup *g = prt_group_new(c->comm, m, n);
   free(m);
   return g;
+}
+
+int prt_group_index_where(const PrtCtx *c, int same_pipe, int same_pp, int same_tp, int world_rank) {
+  int k = 0;
+  for (int r = 0; r < world_rank; r++) k += same_as_me(c, r, same_pipe, same_pp, same_tp);
+  return k;
 }
 
 /* the first global microbatch of this pipeline: the manifest's `pipelines`
@@ -470,16 +481,16 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     fprintf(stderr, "pipec: rank %d: %s\n", me, err);
     return 1;
   }
-  c->world_group = group_where(c, 0, 0, 0);
-  c->tp_group = group_where(c, 1, 1, 0);
-  c->dp_group = group_where(c, 0, 1, 1);
+  c->world_group = prt_group_where(c, 0, 0, 0);
+  c->tp_group = prt_group_where(c, 1, 1, 0);
+  c->dp_group = prt_group_where(c, 0, 1, 1);
   /* templates: one group per list of ranks holding a parameter, made in parameter order on every rank */
   for (int i = 0; i < c->nparams; i++) {
     RtParam *p = &c->params[i];
     if (!p->nreduce) continue;
     int *m = calloc((size_t)p->nreduce, sizeof(int)), mine = 0;
     for (int k = 0; k < p->nreduce; k++) {
-      m[k] = world_rank(c, p->reduce[2 * k], p->reduce[2 * k + 1], c->tp_rank);
+      m[k] = prt_world_rank(c, p->reduce[2 * k], p->reduce[2 * k + 1], c->tp_rank);
       mine |= m[k] == me;
     }
     if (!mine) prt_die(c, "parameter %s: its gradient group does not name this rank (damaged manifest)", p->name);
@@ -493,7 +504,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     RtParam *p = &c->params[i];
     if (p->nholders < 2 || c->templates) continue;
     int *m = calloc((size_t)p->nholders, sizeof(int));
-    for (int k = 0; k < p->nholders; k++) m[k] = world_rank(c, c->pipeline, p->holders[k], c->tp_rank);
+    for (int k = 0; k < p->nholders; k++) m[k] = prt_world_rank(c, c->pipeline, p->holders[k], c->tp_rank);
     p->tied_group = prt_group_new(c->comm, m, p->nholders);
     free(m);
   }

@@ -83,6 +83,13 @@ uint64_t prt_mix64(uint64_t z);
    (rank 0's; a rank that failed where rank 0 did not prints its own).
    Collective: every rank of the world calls it. */
 void prt_stop_if_any(PrtCtx *c, int failed, const char *why);
+/* The world rank that runs (pipeline, pipeline rank, tp rank). */
+int prt_world_rank(PrtCtx *c, int pipeline, int pp, int tp);
+/* The group of the ranks that share this rank's pipeline / pipeline rank /
+   tp rank as the flags ask, in world-rank order (collective among them), and
+   the index in such a group of one of its members. */
+PrtGroup *prt_group_where(PrtCtx *c, int same_pipe, int same_pp, int same_tp);
+int prt_group_index_where(const PrtCtx *c, int same_pipe, int same_pp, int same_tp, int world_rank);
 /* `launch --generate ...`: generation with this stage program (generate.c);
    argv[0] is "--generate", the options follow. */
 int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv);
