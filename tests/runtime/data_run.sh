@@ -46,10 +46,9 @@ variant tiny "parallel { tp = 2   pp = 2 }" "split { layers.2: BEGINNING }" 1f1b
 variant inter "parallel { tp = 1   pp = 2   virtual = 2 }" "split { layers.1: BEGINNING  layers.2: BEGINNING  layers.3: BEGINNING }" interleaved
 variant r1pipe "parallel { tp = 1   pp = 1 }" "" 1f1b "data = \"$out/shard_*.bin\"   val_data = \"$out/val.bin\"   val_every = 5"
 ranks() { sed -n 's/.*nproc-per-node \([0-9]*\).*/\1/p' "$1.log"; }
-. "$src/tests/runtime/comm_port.sh"
 run() { # name out [args]: the job's stdout in out, stderr in out.err; a free port each time (tests run side by side)
   v=$1 o=$2; shift 2
-  MASTER_PORT=$(comm_free_port) timeout 300 mpirun -np "$(ranks "$v")" --bind-to none -x MASTER_PORT "$v/launch" "$@" >"$o" 2>"$o.err"
+  mpi_job 300 "$(ranks "$v")" "$v/launch" "$@" >"$o" 2>"$o.err"
 }
 losses() { grep '^step' "$1" | awk '{print $5}'; }
 vals() { grep '^val ' "$1" | awk '{print $6}'; }

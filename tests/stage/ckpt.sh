@@ -34,12 +34,9 @@ tool="$py $src/tests/stage/ckpt_files.py"
 . "$src/tests/stage/common.sh"
 rm -rf "$out" && mkdir -p "$out" && cd "$out" || exit 1
 tiny=$src/models/gpt2-tiny.pipe
-. "$src/tests/runtime/comm_port.sh"
 job() { # n dir args...: the job (1 rank: without a launcher), on a free port
   n=$1 d=$2; shift 2
-  MASTER_PORT=$(comm_free_port)
-  export MASTER_PORT
-  if [ "$n" -eq 1 ]; then timeout 120 "$d/launch" "$@"; else timeout 120 mpirun -np "$n" --bind-to none "$d/launch" "$@"; fi
+  if [ "$n" -eq 1 ]; then MASTER_PORT=$(comm_free_port) timeout 120 "$d/launch" "$@"; else mpi_job 120 "$n" "$d/launch" "$@"; fi
 }
 run() { d=$2; job "$@" >"$d.run" 2>"$d.err"; } # stdout in DIR.run, stderr in DIR.err
 steps() { grep '^step' "$1" | awk '{print $2, $5, $8, $11}'; } # step, loss, lr, norm

@@ -20,7 +20,6 @@
 set -u
 pipec=$1 src=$2 out=$3 reference=$4
 . "$src/tests/stage/common.sh"
-export MASTER_PORT=29521 # its own store port: ctest -j runs other multi-rank tests at the same time
 rm -rf "$out" && mkdir -p "$out"
 tiny=$src/models/gpt2-tiny.pipe
 variant() { # name "parallel line" "split line" schedule [sampling]
@@ -30,7 +29,7 @@ variant() { # name "parallel line" "split line" schedule [sampling]
 ranks() { sed -n 's/.*nproc-per-node \([0-9]*\).*/\1/p' "$out/$1.log"; }
 gen() { # variant tag args...: the generated ids on stdout
   v=$1 tag=$2; shift 2
-  timeout 120 mpirun -np "$(ranks "$v")" --bind-to none "$out/$v/launch" --generate --prompt-ids 5,17,300,42 --ids "$@" \
+  mpi_job 120 "$(ranks "$v")" "$out/$v/launch" --generate --prompt-ids 5,17,300,42 --ids "$@" \
     >"$out/$v.$tag.out" 2>"$out/$v.$tag.err"
   sed -n 's/^pipec: generated ids: //p' "$out/$v.$tag.out"
 }
@@ -54,7 +53,7 @@ for v in pp2tp2 inter dp2; do
   [ -n "$got" ] && [ "$got" = "$ref" ] && ok "$v: greedy tokens equal 1 rank's" || { bad "$v greedy: '$got' vs '$ref'"; tail -3 "$out/$v.greedy.err"; }
 done
 # trained weights: 1 rank trains 20 steps and saves; pp 2 x tp 2 generates from the checkpoint as the reference does
-timeout 120 mpirun -np 1 --bind-to none "$out/r1/launch" --steps 20 --save "$out/ckpt" >"$out/train.out" 2>"$out/train.err" ||
+mpi_job 120 1 "$out/r1/launch" --steps 20 --save "$out/ckpt" >"$out/train.out" 2>"$out/train.err" ||
   { bad "training r1 with --save"; tail -3 "$out/train.err"; }
 got=$(gen pp2tp2 trained --max-new-tokens 16 --weights "$out/ckpt") want=$("$reference" "$out/r1.pipe" 5,17,300,42 16 "$out/ckpt")
 [ -n "$got" ] && [ "$got" = "$want" ] && [ "$got" != "$(echo "$ref" | cut -d' ' -f1-16)" ] &&
@@ -65,7 +64,7 @@ awk '/^train \{/ { skip = 1 } !skip { print } skip && /^\}/ { skip = 0 }' "$tiny
 grep -q "^train" "$out/inferonly.pipe" && bad "inferonly.pipe still trains"
 "$pipec" "$out/inferonly.pipe" -o "$out/inferonly" >"$out/inferonly.log" 2>&1 || { bad "an infer-only model compiles"; cat "$out/inferonly.log"; }
 grep -q "generation only; memory 0.3 MiB" "$out/inferonly.log" && ok "an infer-only build holds its parameters alone" || bad "infer-only build: $(grep 'stage0:' "$out/inferonly.log")"
-got=$(timeout 120 mpirun -np 4 --bind-to none "$out/inferonly/launch" --prompt-ids 5,17,300,42 --ids --max-new-tokens 12 2>"$out/inferonly.err" |
+got=$(mpi_job 120 4 "$out/inferonly/launch" --prompt-ids 5,17,300,42 --ids --max-new-tokens 12 2>"$out/inferonly.err" |
   sed -n 's/^pipec: generated ids: //p')
 want=$("$reference" "$out/inferonly.pipe" 5,17,300,42 12)
 [ -n "$got" ] && [ "$got" = "$want" ] && ok "an infer-only build generates without --generate, the reference's tokens" ||

@@ -17,7 +17,6 @@
 set -u
 pipec=$1 src=$2 out=$3
 . "$src/tests/stage/common.sh"
-port=$((20000 + $$ % 20000)) # each job its own store port, beside other tests' jobs (29500)
 rm -rf "$out" && mkdir -p "$out"
 tiny=$src/models/gpt2-tiny.pipe
 sed -e 's/^split .*//' -e 's/  batch = 8   microbatches = 4/  batch = 12/' \
@@ -64,7 +63,7 @@ else
 fi
 
 # 3. the same training as one rank
-launch() { port=$((port + 1)); MASTER_PORT=$port timeout 300 mpirun -np "$1" --bind-to none "$out/$2/launch" 2>"$out/$2.err" | grep '^step' | awk '{print $5, $11}' >"$out/$2.steps"; }
+launch() { mpi_job 300 "$1" "$out/$2/launch" 2>"$out/$2.err" | grep '^step' | awk '{print $5, $11}' >"$out/$2.steps"; }
 launch 1 r1
 launch 3 pair
 if [ "$(wc -l <"$out/r1.steps")" -eq 10 ] && [ "$(wc -l <"$out/pair.steps")" -eq 10 ]; then
@@ -82,12 +81,12 @@ fi
 # 4. rebuild; the wrong number of ranks
 "$pipec" "$out/pair.pipe" -o "$out/pair" >"$out/pair.log2" 2>&1
 grep -q "0 of 3 stages rebuilt" "$out/pair.log2" && ok "an unchanged pair rebuilds nothing" || bad "rebuild: $(grep rebuilt "$out/pair.log2")"
-MASTER_PORT=$((port + 1)) timeout 60 mpirun -np 2 --bind-to none "$out/pair/launch" >/dev/null 2>"$out/wrong.err"
+mpi_job 60 2 "$out/pair/launch" >/dev/null 2>"$out/wrong.err"
 rc=$?
 [ $rc -ne 0 ] && grep -q "compiled for 3 ranks.*started 2" "$out/wrong.err" &&
   ok "2 ranks for the 3-rank pair: one clear line" || { bad "wrong world: status $rc"; cat "$out/wrong.err"; }
 
-MASTER_PORT=$((port + 2)) timeout 60 mpirun -np 3 --bind-to none "$out/pair/gpt2_tiny-p1-stage1" >/dev/null 2>"$out/wrong-bin.err"
+mpi_job 60 3 "$out/pair/gpt2_tiny-p1-stage1" >/dev/null 2>"$out/wrong-bin.err"
 grep -q "rank 0 runs pipeline 0 rank 0, but this is the program of pipeline 1 rank 1" "$out/wrong-bin.err" &&
   ok "pipeline 1's program started on pipeline 0's rank: one clear line" || { bad "wrong program"; cat "$out/wrong-bin.err"; }
 

@@ -21,14 +21,13 @@
 set -u
 pipec=$1 src=$2 out=$3
 . "$src/tests/stage/common.sh"
-export MASTER_PORT=29511 # its own store port: ctest -j runs other multi-rank tests at the same time
 rm -rf "$out" && mkdir -p "$out"
 tiny=$src/models/gpt2-tiny.pipe
 llvm_as=$(command -v llvm-as-14 || command -v llvm-as)
 objcopy=$(command -v llvm-objcopy-14 || command -v llvm-objcopy || command -v objcopy)
 launch() { # n dir [args]: run the job, the step lines on stdout
   n=$1 dir=$2; shift 2
-  timeout 300 mpirun -np "$n" --bind-to none "$dir/launch" "$@" 2>"$dir.err"
+  mpi_job 300 "$n" "$dir/launch" "$@" 2>"$dir.err"
 }
 losses() { grep '^step' | awk '{print $5}'; }
 
@@ -110,7 +109,7 @@ grep -q "1 of 2 stages rebuilt" "$out/tiny-eps.log" && grep -q "stage0: .*unchan
   ok "a change to the last stage rebuilds only it" || bad "changed ln_f: $(grep -c unchanged "$out/tiny-eps.log") unchanged"
 
 # 5. the wrong number of ranks
-timeout 60 mpirun -np 2 "$b/launch" >/dev/null 2>"$out/wrong.err"
+mpi_job 60 2 "$b/launch" >/dev/null 2>"$out/wrong.err"
 rc=$?
 [ $rc -ne 0 ] && grep -q "compiled for 4 ranks.*started 2" "$out/wrong.err" &&
   ok "2 ranks for a 4-rank build: one clear line" || { bad "wrong world: status $rc"; cat "$out/wrong.err"; }

@@ -8,7 +8,6 @@
 set -u
 pipec=$1 src=$2 out=$3
 . "$src/tests/stage/common.sh"
-export MASTER_PORT=29531
 rm -rf "$out" && mkdir -p "$out" && cd "$out" || exit 1
 sed -e 's/sampling = greedy/sampling = beam(2)/' "$src/models/gpt2-tiny.pipe" >tiny.pipe
 "$pipec" tiny.pipe -o t >build.log 2>&1 || { bad "gpt2-tiny compiles"; cat build.log; }
@@ -20,7 +19,7 @@ open('data.bin', 'wb').write(struct.pack('<256i', 20240520, 1, len(toks), *([0] 
 " || bad "writing a token file"
 run() { # expected-status name args...
   want=$1 name=$2; shift 2
-  timeout 300 mpirun -np 4 --bind-to none t/launch "$@" >"$name.out" 2>"$name.err"
+  mpi_job 300 4 t/launch "$@" >"$name.out" 2>"$name.err"
   rc=$?
   if [ $rc -eq "$want" ] && ! grep -qE "Sanitizer|runtime error" "$name.err"; then ok "$name (status $rc)"; else
     bad "$name: status $rc (want $want)"; grep -E "Sanitizer|runtime error|pipec" "$name.err" | head -5; fi
