@@ -140,14 +140,8 @@ static int tokenize_main(int argc, char **argv) {
   }
   if (!dir) return usage_error("%s", "tokenize: give the tokenizer's folder with --tokenizer DIR");
   if (decode ? nf > 0 : !nf || !out) return usage_error("%s", decode ? "tokenize --decode takes one token file" : "tokenize: give text files and -o OUT.bin");
-  char enc[4096], mer[4096], err[1024];
-  snprintf(enc, sizeof enc, "%s/encoder.json", dir), snprintf(mer, sizeof mer, "%s/vocab.bpe", dir);
-  if (access(enc, R_OK) || access(mer, R_OK)) snprintf(enc, sizeof enc, "%s/vocab.json", dir), snprintf(mer, sizeof mer, "%s/merges.txt", dir);
-  if (access(enc, R_OK) || access(mer, R_OK)) {
-    fprintf(stderr, "pipec: %s holds neither encoder.json and vocab.bpe nor vocab.json and merges.txt\n", dir);
-    return 1;
-  }
-  Bpe *b = bpe_load(enc, mer, err, sizeof err);
+  char err[1024];
+  Bpe *b = bpe_load_dir(dir, err, sizeof err);
   if (!b || (vocab && bpe_limit_vocab(b, vocab, err, sizeof err))) {
     fprintf(stderr, "pipec: %s%s%s\n", b ? dir : "", b ? ": " : "", err);
     bpe_free(b);

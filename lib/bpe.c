@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/utf8.h"
 #include "lib/xalloc.h"
@@ -499,6 +500,21 @@ out:
   free(buf);
   free(text);
   return rc;
+}
+
+Bpe *bpe_load_dir(const char *dir, char *err, size_t errlen) {
+  static const char *const pairs[2][2] = {{"encoder.json", "vocab.bpe"}, {"vocab.json", "merges.txt"}};
+  for (int k = 0; k < 2; k++) {
+    size_t n = strlen(dir) + 16;
+    char *a = xcalloc(n, 1), *m = xcalloc(n, 1);
+    snprintf(a, n, "%s/%s", dir, pairs[k][0]), snprintf(m, n, "%s/%s", dir, pairs[k][1]);
+    int found = access(a, R_OK) == 0 && access(m, R_OK) == 0;
+    Bpe *b = found ? bpe_load(a, m, err, errlen) : NULL;
+    free(a), free(m);
+    if (found) return b;
+  }
+  errf(err, errlen, "%s holds neither encoder.json and vocab.bpe nor vocab.json and merges.txt", dir);
+  return NULL;
 }
 
 Bpe *bpe_load(const char *encoder_json, const char *vocab_bpe, char *err, size_t errlen) {

@@ -54,6 +54,10 @@ typedef struct Bpe Bpe;
 /* Loads and checks the two files. NULL and one line in err on failure. */
 Bpe *bpe_load(const char *encoder_json, const char *vocab_bpe, char *err, size_t errlen);
 void bpe_free(Bpe *b);
+/* The tokenizer of folder dir: encoder.json + vocab.bpe there, else
+ * vocab.json + merges.txt. NULL with "DIR holds neither encoder.json and
+ * vocab.bpe nor vocab.json and merges.txt", or bpe_load's message. */
+Bpe *bpe_load_dir(const char *dir, char *err, size_t errlen);
 
 int bpe_vocab_size(const Bpe *b);   /* 50257 for GPT-2 (or the limit) */
 int bpe_merge_count(const Bpe *b);  /* 50000 for GPT-2 */

@@ -104,17 +104,10 @@ static int parse_gen(Gen *G, const char *manifest) {
 static Bpe *load_tokenizer(const char *dir, char *err, size_t errlen) {
   const char *env = getenv("PIPEC_TOKENIZER");
   const char *d = dir ? dir : env && *env ? env : "tokenizer";
-  static const char *const pairs[2][2] = {{"encoder.json", "vocab.bpe"}, {"vocab.json", "merges.txt"}};
-  for (int k = 0; k < 2; k++) {
-    char a[4096], b[4096];
-    snprintf(a, sizeof a, "%s/%s", d, pairs[k][0]);
-    snprintf(b, sizeof b, "%s/%s", d, pairs[k][1]);
-    if (access(a, R_OK) == 0 && access(b, R_OK) == 0) return bpe_load(a, b, err, errlen);
-  }
-  snprintf(err, errlen, "no GPT-2 tokenizer in '%s' (encoder.json + vocab.bpe, or vocab.json + merges.txt); give --tokenizer DIR, "
-                        "set PIPEC_TOKENIZER, or give the prompt as --prompt-ids",
-           d);
-  return NULL;
+  char why[900];
+  Bpe *b = bpe_load_dir(d, why, sizeof why);
+  if (!b) snprintf(err, errlen, "%s (the tokenizer: --tokenizer DIR or PIPEC_TOKENIZER; or give the prompt as --prompt-ids)", why);
+  return b;
 }
 
 /* ---- choosing the next tokens ---- */
