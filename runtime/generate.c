@@ -397,7 +397,8 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
       for (int k = 0; k < G->nkv; k++) {
         char *base = gen + G->kv_off[k];
         int64_t half = G->kv_beam[k] / 2, used = half / G->maxt * (pos + 1); /* keys, then values, of positions 0..pos */
-        memcpy(tmp, base, (size_t)(G->kv_beam[k] * nb));
+        for (int b = 0; b < nb; b++) /* only the positions written so far move */
+          for (int h = 0; h < 2; h++) memcpy(tmp + b * G->kv_beam[k] + h * half, base + b * G->kv_beam[k] + h * half, (size_t)used);
         for (int b = 0; b < nb; b++)
           for (int h = 0; h < 2; h++)
             memcpy(base + b * G->kv_beam[k] + h * half, tmp + msg[nb + b] * G->kv_beam[k] + h * half, (size_t)used);
