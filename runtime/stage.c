@@ -38,6 +38,13 @@ void prt_die(PrtCtx *c, const char *fmt, ...) {
   exit(1);
 }
 
+/* this rank's parameter with graph index q, or NULL */
+static RtParam *param_at(PrtCtx *c, int q) {
+  for (int i = 0; i < c->nparams; i++)
+    if (c->params[i].index == q) return &c->params[i];
+  return NULL;
+}
+
 /* ---- the manifest ---- */
 /* a path of the manifest: "-" for none, else with %XX for bytes <= ' ' and '%' */
 static char *manifest_path(const char *s) {
@@ -96,10 +103,7 @@ static void parse_manifest(PrtCtx *c, const char *text) {
                     &p->tied) != 12;
     } else if (!strcmp(key, "reduce")) {
       int q, pos, j, k, n;
-      RtParam *p = NULL;
-      if (sscanf(line, "reduce %d%n", &q, &pos) != 1) bad = 1;
-      for (int i = 0; i < c->nparams && !bad; i++)
-        if (c->params[i].index == q) p = &c->params[i];
+      RtParam *p = sscanf(line, "reduce %d%n", &q, &pos) == 1 ? param_at(c, q) : NULL;
       if (!p || p->reduce) bad = 1;
       else {
         p->reduce = calloc(2 * strlen(line), sizeof(int));
@@ -120,13 +124,13 @@ static void parse_manifest(PrtCtx *c, const char *text) {
       *(key[0] == 's' ? &c->save_dir : &c->init_path) = strdup(line + strlen(key) + 1);
     else if (!strcmp(key, "holders")) {
       int q, pos;
+      RtParam *p = NULL;
       if (sscanf(line, "holders %d%n", &q, &pos) != 1) bad = 1;
-      for (int i = 0; i < c->nparams; i++)
-        if (c->params[i].index == q) {
-          RtParam *p = &c->params[i];
-          p->holders = calloc((size_t)c->pp + 1, sizeof(int));
-          for (int r, k; p->nholders <= c->pp && sscanf(line + pos, "%d%n", &r, &k) == 1; pos += k) p->holders[p->nholders++] = r;
-        }
+      else p = param_at(c, q);
+      if (p) {
+        p->holders = calloc((size_t)c->pp + 1, sizeof(int));
+        for (int r, k; p->nholders <= c->pp && sscanf(line + pos, "%d%n", &r, &k) == 1; pos += k) p->holders[p->nholders++] = r;
+      }
     }
   }
   free(copy);
@@ -215,20 +219,14 @@ void prt_dp_allreduce(void *ctx, float *grads, long n) {
 /* templates: the gradients of parameters param.. (n floats) summed over every rank holding them */
 void prt_grad_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
-  for (int i = 0; i < c->nparams; i++)
-    if (c->params[i].index == param && c->params[i].grad_group) {
-      prt_allreduce_sum(c->params[i].grad_group, grads, (size_t)n);
-      return;
-    }
-  prt_die(c, "parameter %d has no gradient group (damaged manifest)", param);
+  RtParam *p = param_at(c, param);
+  if (!p || !p->grad_group) prt_die(c, "parameter %d has no gradient group (damaged manifest)", param);
+  prt_allreduce_sum(p->grad_group, grads, (size_t)n);
 }
 void prt_tied_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
-  for (int i = 0; i < c->nparams; i++)
-    if (c->params[i].index == param && c->params[i].tied_group) {
-      prt_allreduce_sum(c->params[i].tied_group, grads, (size_t)n);
-      return;
-    }
+  RtParam *p = param_at(c, param);
+  if (p && p->tied_group) prt_allreduce_sum(p->tied_group, grads, (size_t)n);
 }
 
 static double lr_at(PrtCtx *c, int step) {
