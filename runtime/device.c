@@ -66,6 +66,8 @@ static struct {
   CUresult (*MemGetInfo)(size_t *, size_t *);
   CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
   CUresult (*MemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
+  CUresult (*MemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  CUresult (*MemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
   CUresult (*ModuleLoadDataEx)(CUmodule *, const void *, unsigned, int *, void **);
   CUresult (*ModuleUnload)(CUmodule);
   CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
@@ -105,6 +107,8 @@ static const Sym cu_syms[] = {
     {"cuMemGetInfo_v2", SLOT(cu.MemGetInfo)},
     {"cuMemcpyHtoDAsync_v2", SLOT(cu.MemcpyHtoDAsync)},
     {"cuMemcpyDtoHAsync_v2", SLOT(cu.MemcpyDtoHAsync)},
+    {"cuMemcpyDtoDAsync_v2", SLOT(cu.MemcpyDtoDAsync)},
+    {"cuMemsetD8Async", SLOT(cu.MemsetD8Async)},
     {"cuModuleLoadDataEx", SLOT(cu.ModuleLoadDataEx)},
     {"cuModuleUnload", SLOT(cu.ModuleUnload)},
     {"cuModuleGetFunction", SLOT(cu.ModuleGetFunction)},
@@ -607,6 +611,14 @@ void prt_dev_download(PrtDevice *d, void *dst, uint64_t src, size_t bytes, const
   CU(d, cu.StreamSynchronize(d->compute), "cuStreamSynchronize", what);
 }
 
+void prt_dev_copy(PrtDevice *d, uint64_t dst, uint64_t src, size_t bytes, const char *what) {
+  if (bytes && dst != src) CU(d, cu.MemcpyDtoDAsync(dst, src, bytes, d->compute), "cuMemcpyDtoDAsync", what);
+}
+
+void prt_dev_memset(PrtDevice *d, uint64_t dst, int byte, size_t bytes, const char *what) {
+  if (bytes) CU(d, cu.MemsetD8Async(dst, (unsigned char)byte, bytes, d->compute), "cuMemsetD8Async", what);
+}
+
 void prt_dev_sync(PrtDevice *d, const char *what) {
   CU(d, cu.StreamSynchronize(d->compute), "cuStreamSynchronize", what);
   CU(d, cu.StreamSynchronize(d->comm), "cuStreamSynchronize", what);
@@ -695,7 +707,7 @@ static Kernel *kernel_get(PrtDevice *d, PrtModule *m, const char *name, const ch
   return k;
 }
 
-void prt_launch(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned block, unsigned shmem, void **args,
+void prt_launch_2d(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned grid_y, unsigned block, unsigned shmem, void **args,
                 const char *what) {
   Kernel *k = kernel_get(d, m, name, what);
   char w[512];
@@ -705,11 +717,18 @@ void prt_launch(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, uns
        "cuFuncSetAttribute", w);
     k->shmem_optin = shmem;
   }
-  CUresult r = cu.LaunchKernel(k->fn, grid, 1, 1, block, 1, 1, shmem, d->compute, args, NULL);
+  CUresult r = cu.LaunchKernel(k->fn, grid, grid_y, 1, block, 1, 1, shmem, d->compute, args, NULL);
   if (r != CUDA_SUCCESS) {
-    snprintf(w, sizeof w, "%s: kernel %s, grid %u, block %u, shmem %u", nz(what), name, grid, block, shmem);
+    char gy[24] = "";
+    if (grid_y != 1) snprintf(gy, sizeof gy, " x %u", grid_y);
+    snprintf(w, sizeof w, "%s: kernel %s, grid %u%s, block %u, shmem %u", nz(what), name, grid, gy, block, shmem);
     cu_check(d->rank, r, "cuLaunchKernel", w);
   }
+}
+
+void prt_launch(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned block, unsigned shmem, void **args,
+                const char *what) {
+  prt_launch_2d(d, m, name, grid, 1, block, shmem, args, what);
 }
 
 /* ---------------------------------------------------------------- GEMMs */

@@ -74,6 +74,9 @@ void prt_dev_free(PrtDevice *d, uint64_t ptr);
 void prt_dev_upload(PrtDevice *d, uint64_t dst, const void *src, size_t bytes, const char *what);
 void prt_dev_download(PrtDevice *d, void *dst, uint64_t src, size_t bytes, const char *what);
 void prt_dev_sync(PrtDevice *d, const char *what);
+/* on the compute stream, in order with kernels (no wait on the host) */
+void prt_dev_copy(PrtDevice *d, uint64_t dst, uint64_t src, size_t bytes, const char *what);
+void prt_dev_memset(PrtDevice *d, uint64_t dst, int byte, size_t bytes, const char *what);
 
 /* kernels: cubin for `sm` (may be NULL) and PTX fallback (NUL-terminated,
  * may be NULL when the cubin is enough); modules live until
@@ -84,6 +87,9 @@ PrtModule *prt_module_load(PrtDevice *d, const void *cubin, size_t cubin_len, in
  * memory over 48 KiB is opted into for the kernel on its first launch. */
 void prt_launch(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned block, unsigned shmem, void **args,
                 const char *what);
+/* the same with a 2-D grid (grid x grid_y blocks) */
+void prt_launch_2d(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned grid_y, unsigned block, unsigned shmem,
+                   void **args, const char *what);
 
 /* GEMM through cuBLASLt: C (m x n) = A (m x k) @ B^T (n x k) [+ bias (n)],
  * row-major as the CPU's k_matmul_forward; bias 0 = none. dtype: */

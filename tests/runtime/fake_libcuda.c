@@ -178,6 +178,17 @@ EXPORT CUresult cuMemcpyDtoHAsync_v2(void *h, uint64_t d, size_t n, void *s) {
   return 0;
 }
 
+EXPORT CUresult cuMemcpyDtoDAsync_v2(uint64_t d, uint64_t h, size_t n, void *s) {
+  if (!s) return 1;
+  memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)h, n);
+  return 0;
+}
+EXPORT CUresult cuMemsetD8Async(uint64_t d, unsigned char v, size_t n, void *s) {
+  if (!s) return 1;
+  memset((void *)(uintptr_t)d, v, n);
+  return 0;
+}
+
 EXPORT CUresult cuModuleLoadDataEx(void **mod, const void *image, unsigned nopt, int *opts, void **vals) {
   const char *img = image;
   char *log = NULL;
