@@ -1,5 +1,6 @@
-/* elementwise.cuh — add, multiply, accumulate, scale over n elements
- * (k_add, k_mul, k_accumulate, k_scale in lib/kernels.h).
+/* elementwise.cuh — add, subtract, multiply, accumulate, scale over n
+ * elements (k_add, k_sub, k_mul, k_accumulate, k_scale, k_scale_copy in
+ * lib/kernels.h).
  *
  * Needs before it: common.cuh.
  *
@@ -28,6 +29,14 @@
   /* x *= s */                                                                                                         \
   extern "C" __global__ void pipec_scale_##SFX(T *x, long n, float s) {                                                \
     map1(x, x, n, [=](float v) { return v * s; });                                                                     \
+  }                                                                                                                    \
+  /* out = a - b */                                                                                                    \
+  extern "C" __global__ void pipec_sub_##SFX(T *out, const T *a, const T *b, long n) {                                 \
+    map2(out, a, b, n, [](float x, float y) { return x - y; });                                                        \
+  }                                                                                                                    \
+  /* out = inp * s */                                                                                                  \
+  extern "C" __global__ void pipec_scale_copy_##SFX(T *out, const T *inp, long n, float s) {                           \
+    map1(out, inp, n, [=](float v) { return v * s; });                                                                 \
   }
 
 #endif /* PIPEC_ELEMENTWISE_CUH */

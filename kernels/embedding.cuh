@@ -95,4 +95,15 @@ template <typename T> __device__ void embedding_backward_wpe(T *dwpe, const T *d
     embedding_backward_wpe<T>(dwpe, dout, B, Tn, C);                                                                   \
   }
 
+/* out[r] = r % Tn for r < N: the position ids of N rows of sequences of
+ * Tn tokens (k_positions), for a position embedding looked up like the
+ * tokens'. Grid-stride, block 256, grid = min(ceil(N / 256), 8 * SMs). */
+__device__ void positions_kernel(int *out, int N, int Tn) {
+  for (long r = grid_thread_id(); r < N; r += grid_thread_count()) out[r] = (int)(r % Tn);
+}
+
+/* entry points that do not depend on the element type: once per module */
+#define PIPEC_EMBEDDING_UNTYPED_ENTRIES()                                                                              \
+  extern "C" __global__ void pipec_positions(int *out, int N, int Tn) { positions_kernel(out, N, Tn); }
+
 #endif /* PIPEC_EMBEDDING_CUH */

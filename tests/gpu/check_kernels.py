@@ -457,9 +457,11 @@ def check_elementwise(r, dt):
     A, Bv = dt.round(a), dt.round(b)
     pa, pb, out = r.buf(dt.store(a)), r.buf(dt.store(b)), r.empty(n, dt.np_store)
     g, bl = r.grid_stride(n, dt)
-    for name, ref in (("add", A + Bv), ("mul", A * Bv)):
+    for name, ref in (("add", A + Bv), ("mul", A * Bv), ("sub", A - Bv)):
         r.call("elementwise", f"pipec_{name}_{dt.name}", g, bl, [P(out), P(pa), P(pb), I64(n)])
         r.compare(f"{name} {dt.name}", dt.load(r.get(out, n, dt.np_store)), ref, dt.tol)
+    r.call("elementwise", f"pipec_scale_copy_{dt.name}", g, bl, [P(out), P(pa), I64(n), F(-1.5)])
+    r.compare(f"scale_copy {dt.name}", dt.load(r.get(out, n, dt.np_store)), A * -1.5, dt.tol)
     r.call("elementwise", f"pipec_accumulate_{dt.name}", g, bl, [P(pa), P(pb), I64(n)])
     r.compare(f"accumulate {dt.name}", dt.load(r.get(pa, n, dt.np_store)), A + Bv, dt.tol)
     r.call("elementwise", f"pipec_scale_{dt.name}", g, bl, [P(pb), I64(n), F(0.25)])
@@ -544,6 +546,10 @@ def check_embedding(r, dt):
               dt.tol if dt is F32 else 5e-2)
     r.compare(f"embedding_backward_wpe {dt.name}", dt.load(r.get(dwpe, T * Cc, dt.np_store)),
               DO.reshape(B, T, Cc).sum(0), dt.tol)
+    if dt is F32:  # untyped
+        pos = r.empty(B * T, np.int32)
+        r.call("embedding", "pipec_positions", ((B * T + 255) // 256,), (256,), [P(pos), I32(B * T), I32(T)])
+        r.compare("positions", r.get(pos, B * T, np.int32), np.arange(B * T) % T, 0)
 
 
 def check_adamw(r, dt):
