@@ -707,8 +707,8 @@ static Kernel *kernel_get(PrtDevice *d, PrtModule *m, const char *name, const ch
   return k;
 }
 
-void prt_launch_2d(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned grid_y, unsigned block, unsigned shmem, void **args,
-                const char *what) {
+void prt_launch_3d(PrtDevice *d, PrtModule *m, const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                   unsigned by, unsigned shmem, void **args, const char *what) {
   Kernel *k = kernel_get(d, m, name, what);
   char w[512];
   if (shmem > 48 * 1024 && shmem > k->shmem_optin) {
@@ -717,13 +717,20 @@ void prt_launch_2d(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, 
        "cuFuncSetAttribute", w);
     k->shmem_optin = shmem;
   }
-  CUresult r = cu.LaunchKernel(k->fn, grid, grid_y, 1, block, 1, 1, shmem, d->compute, args, NULL);
+  CUresult r = cu.LaunchKernel(k->fn, gx, gy, gz, bx, by, 1, shmem, d->compute, args, NULL);
   if (r != CUDA_SUCCESS) {
-    char gy[24] = "";
-    if (grid_y != 1) snprintf(gy, sizeof gy, " x %u", grid_y);
-    snprintf(w, sizeof w, "%s: kernel %s, grid %u%s, block %u, shmem %u", nz(what), name, grid, gy, block, shmem);
+    char g[48] = "", b[24] = ""; /* only the dimensions that are not 1 */
+    if (gz != 1) snprintf(g, sizeof g, " x %u x %u", gy, gz);
+    else if (gy != 1) snprintf(g, sizeof g, " x %u", gy);
+    if (by != 1) snprintf(b, sizeof b, " x %u", by);
+    snprintf(w, sizeof w, "%s: kernel %s, grid %u%s, block %u%s, shmem %u", nz(what), name, gx, g, bx, b, shmem);
     cu_check(d->rank, r, "cuLaunchKernel", w);
   }
+}
+
+void prt_launch_2d(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned grid_y, unsigned block,
+                   unsigned shmem, void **args, const char *what) {
+  prt_launch_3d(d, m, name, grid, grid_y, 1, block, 1, shmem, args, what);
 }
 
 void prt_launch(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned block, unsigned shmem, void **args,

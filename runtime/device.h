@@ -90,6 +90,11 @@ void prt_launch(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, uns
 /* the same with a 2-D grid (grid x grid_y blocks) */
 void prt_launch_2d(PrtDevice *d, PrtModule *m, const char *name, unsigned grid, unsigned grid_y, unsigned block, unsigned shmem,
                    void **args, const char *what);
+/* the general form: a grid of gx x gy x gz blocks of bx x by threads
+ * (attention's (query tiles, heads, batch) grids; the column sums'
+ * (32, R) blocks) */
+void prt_launch_3d(PrtDevice *d, PrtModule *m, const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                   unsigned by, unsigned shmem, void **args, const char *what);
 
 /* GEMM through cuBLASLt: C (m x n) = A (m x k) @ B^T (n x k) [+ bias (n)],
  * row-major as the CPU's k_matmul_forward; bias 0 = none. dtype: */
