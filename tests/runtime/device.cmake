@@ -41,3 +41,38 @@ add_executable(device_check ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/device_check.c
 target_link_libraries(device_check PRIVATE pipec_rt m)
 add_test(NAME device-gpu COMMAND device_check)
 set_tests_properties(device-gpu PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEOUT 300)
+
+# The CUDA emulator (tests/gpu/emulator: the kernels of kernels/*.cuh compiled
+# as C++, run on the CPU with one fiber per CUDA thread) as a whole
+# libcuda.so.1, in a directory of its own next to copies of the fake cuBLASLt
+# and NCCL above: on LD_LIBRARY_PATH it is a GPU for runtime/device.c.
+# Needs a C++17 compiler; built by build.sh with its own flags
+# (never the sanitizers': it is a stand-in for the driver, not code under
+# test).
+include(CheckLanguage)
+check_language(CXX)
+set(PIPEC_HAVE_CXX17 OFF)
+if(CMAKE_CXX_COMPILER)
+  set(probe ${CMAKE_BINARY_DIR}/CMakeFiles/pipec_cxx17_probe.cpp)
+  file(WRITE ${probe} "inline int x = 0;\ntemplate <typename... A> int f(A... a) {\n  if constexpr (sizeof...(A) > 0) return (a + ...);\n  else return x;\n}\nint main() { return f(1, 2) - 3; }\n")
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only ${probe} RESULT_VARIABLE probe_rc OUTPUT_QUIET ERROR_QUIET)
+  if(probe_rc EQUAL 0)
+    set(PIPEC_HAVE_CXX17 ON)
+  endif()
+endif()
+
+if(PIPEC_HAVE_CXX17)
+  set(PIPEC_CUDA_EMU_DIR ${CMAKE_BINARY_DIR}/cuda-emulator)
+  file(GLOB PIPEC_EMU_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/kernels/*.cuh ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/emulator/*)
+  add_custom_command(
+    OUTPUT ${PIPEC_CUDA_EMU_DIR}/libcuda.so.1 ${PIPEC_CUDA_EMU_DIR}/libcublasLt.so.13 ${PIPEC_CUDA_EMU_DIR}/libnccl.so.2
+    COMMAND ${CMAKE_COMMAND} -E env CXX=${CMAKE_CXX_COMPILER}
+            sh ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/emulator/build.sh ${PIPEC_CUDA_EMU_DIR} libcuda.so.1
+    COMMAND ${CMAKE_COMMAND} -E copy $<TARGET_FILE:pipec_fake_cublasLt> $<TARGET_FILE:pipec_fake_nccl> ${PIPEC_CUDA_EMU_DIR}
+    DEPENDS ${PIPEC_EMU_SOURCES} pipec_fake_cublasLt pipec_fake_nccl
+    COMMENT "Building the CUDA emulator (libcuda.so.1 on the CPU) in ${PIPEC_CUDA_EMU_DIR}")
+  add_custom_target(pipec_cuda_emulator ALL
+    DEPENDS ${PIPEC_CUDA_EMU_DIR}/libcuda.so.1 ${PIPEC_CUDA_EMU_DIR}/libcublasLt.so.13 ${PIPEC_CUDA_EMU_DIR}/libnccl.so.2)
+else()
+  message(STATUS "pipec: no C++17 compiler; the CUDA emulator is not built")
+endif()

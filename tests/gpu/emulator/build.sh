@@ -1,17 +1,22 @@
 #!/bin/sh
-# build.sh OUT_DIR — builds OUT_DIR/libcuda-emu.so, a stand-in for libcuda
-# that runs the kernels of kernels/*.cuh on the CPU (simt.h), so that
-# tests/gpu/check_kernels.py can check the kernels' logic without a GPU:
+# build.sh OUT_DIR [NAME] — builds OUT_DIR/NAME (default libcuda-emu.so), a
+# stand-in for libcuda that runs the kernels of kernels/*.cuh on the CPU
+# (simt.h), so that tests/gpu/check_kernels.py can check the kernels' logic
+# without a GPU:
 #
 #   sh tests/gpu/emulator/build.sh /tmp/emu
 #   PIPEC_LIBCUDA=/tmp/emu/libcuda-emu.so python3 tests/gpu/check_kernels.py MODULES_DIR --small
 #
 # (MODULES_DIR as for a GPU; the emulator ignores the images but the script
-# wants them.) Needs a C++17 compiler. Slow: one fiber per CUDA thread.
+# wants them.) With NAME libcuda.so.1 the directory can go on
+# LD_LIBRARY_PATH in place of the driver, for runtime/device.c (the CMake
+# target pipec_cuda_emulator does that, next to the fake cuBLASLt and NCCL).
+# Needs a C++17 compiler (CXX). Slow: one fiber per CUDA thread.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 kernels="$here/../../../kernels"
 out=$1
+name=${2:-libcuda-emu.so}
 mkdir -p "$out"
 # common.cuh first, activation.cuh before matmul_epilogue.cuh, then the rest
 headers="common activation $(cd "$kernels" && ls *.cuh | sed 's/\.cuh$//' | grep -v -x -e common -e activation)"
@@ -32,5 +37,6 @@ headers="common activation $(cd "$kernels" && ls *.cuh | sed 's/\.cuh$//' | grep
   grep -ho 'void pipec_[a-z0-9_]*(' "$kernels"/*.cuh | sed 's/^void \(.*\)($/ENTRY(\1)/' | sort -u
 } > "$out/entries.inc"
 ${CXX:-c++} -std=c++17 -O2 -fPIC -shared -fno-strict-aliasing -Wno-unknown-pragmas -I"$here" -I"$out" \
-  -include "$here/simt.h" "$here/libcuda.cpp" -o "$out/libcuda-emu.so"
-echo "$out/libcuda-emu.so: $(grep -c ENTRY "$out/entries.inc") entry points"
+  -include "$here/simt.h" "$here/libcuda.cpp" -o "$out/$name.tmp"
+mv "$out/$name.tmp" "$out/$name"
+echo "$out/$name: $(grep -c ENTRY "$out/entries.inc") entry points"

@@ -66,8 +66,15 @@ struct Fiber {
   int src;                    /* the lane it reads */
   char *stack;
 };
+/* the fibers of the largest block so far, reused; their stacks are freed
+ * with the library (at exit, before a leak checker looks) */
+struct Fibers : std::vector<Fiber> {
+  ~Fibers() {
+    for (Fiber &f : *this) free(f.stack);
+  }
+};
 inline Fiber *emu_cur;
-inline std::vector<Fiber> emu_fibers;
+inline Fibers emu_fibers;
 inline ucontext_t emu_sched;
 inline dim3 emu_block_idx, emu_block_dim, emu_grid_dim;
 inline std::function<void()> emu_kernel;
