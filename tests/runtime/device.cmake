@@ -46,7 +46,8 @@ set_tests_properties(device-gpu PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEO
 # as C++, run on the CPU with one fiber per CUDA thread) as a whole
 # libcuda.so.1, in a directory of its own next to copies of the fake cuBLASLt
 # and NCCL above: on LD_LIBRARY_PATH it is a GPU for runtime/device.c.
-# Needs a C++17 compiler; built by build.sh with its own flags
+# test_kernels_dev runs every d_X of runtime/kernels_dev.c on it against its
+# CPU twin k_X. Needs a C++17 compiler; built by build.sh with its own flags
 # (never the sanitizers': it is a stand-in for the driver, not code under
 # test).
 include(CheckLanguage)
@@ -73,6 +74,14 @@ if(PIPEC_HAVE_CXX17)
     COMMENT "Building the CUDA emulator (libcuda.so.1 on the CPU) in ${PIPEC_CUDA_EMU_DIR}")
   add_custom_target(pipec_cuda_emulator ALL
     DEPENDS ${PIPEC_CUDA_EMU_DIR}/libcuda.so.1 ${PIPEC_CUDA_EMU_DIR}/libcublasLt.so.13 ${PIPEC_CUDA_EMU_DIR}/libnccl.so.2)
+
+  # every d_X against its k_X on the emulator (also under ASan: the emulator
+  # is not instrumented, and ASan intercepts its swapcontext)
+  add_executable(test_kernels_dev ${CMAKE_CURRENT_LIST_DIR}/test_kernels_dev.c)
+  target_link_libraries(test_kernels_dev PRIVATE pipec_rt m)
+  add_dependencies(test_kernels_dev pipec_cuda_emulator)
+  add_test(NAME kernels-dev-emu COMMAND test_kernels_dev ${PIPEC_CUDA_EMU_DIR})
+  set_tests_properties(kernels-dev-emu PROPERTIES LABELS runtime TIMEOUT 120 ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
 else()
-  message(STATUS "pipec: no C++17 compiler; the CUDA emulator is not built")
+  message(STATUS "pipec: no C++17 compiler; the CUDA emulator and the kernels-dev-emu test are not built")
 endif()
