@@ -397,6 +397,10 @@ static void case_softmax(void) {
   float *dx = hmalloc(sizeof(float) * N * C), *dx_d = dev_nan((size_t)N * C);
   k_softmax_backward(dx, dy, out, N, C), d_softmax_backward(dx_d, dy_d, y_d, N, C);
   COMPARE("softmax_backward", dx_d, dx, (size_t)N * C);
+  d_softmax_forward(x_d, x_d, N, C);
+  COMPARE("softmax_forward in place", x_d, out, (size_t)N * C);
+  d_softmax_backward(dy_d, dy_d, y_d, N, C);
+  COMPARE("softmax_backward in place (dinp = dout)", dy_d, dx, (size_t)N * C);
   end_case();
 }
 
@@ -531,6 +535,8 @@ static void case_vocab_parallel(void) {
   k_vp_xent_backward(dl, logits, t, M, S, N, V, v0, 0.125f);
   d_vp_xent_backward(dl_d, logits_d, t_d, Mg_d, Sg_d, N, V, v0, 0.125f);
   COMPARE("vp_xent_backward", dl_d, dl, (size_t)N * V);
+  d_vp_xent_backward(logits_d, logits_d, t_d, Mg_d, Sg_d, N, V, v0, 0.125f);
+  COMPARE("vp_xent_backward in place (dlogits = logits)", logits_d, dl, (size_t)N * V);
   end_case();
 }
 
