@@ -102,8 +102,8 @@ typedef struct BuildStats {
 
 /* Lowers, compiles and links DIR/<bin>, the program of rank k of pipeline
  * `pipeline` (schedule s), unless DIR/.pipec/<bin>.hash says it is fresh. */
-static int build_stage(const Program *p, const OpGraph *g, const BuildOptions *bo, const KernelPlan *kp, int pipeline, const Schedule *s,
-                       int k, const char *bin, BuildStats *bs) {
+static int build_stage(const Program *p, const OpGraph *g, const BuildOptions *bo, const KernelPlan *kp, const KernelImages *lib,
+                       int pipeline, const Schedule *s, int k, const char *bin, BuildStats *bs) {
   const char *dir = bo->outdir;
   const Pipeline *pl = &p->pipes[pipeline];
   char err[1 << 16], path[4096], obj[4096], ll[4096];
@@ -135,7 +135,7 @@ static int build_stage(const Program *p, const OpGraph *g, const BuildOptions *b
   }
   bs->t_kernels += now() - tk;
   bs->nkernels += ki.nkernels, bs->have_nvrtc = ki.nimg > 0;
-  Blob blobs[4];
+  Blob blobs[8];
   int nblobs = 0;
   blobs[nblobs++] = (Blob){"kernels.cu", (const unsigned char *)ki.source, ki.source_len};
   char names[3][64];
@@ -143,9 +143,15 @@ static int build_stage(const Program *p, const OpGraph *g, const BuildOptions *b
     snprintf(names[i], sizeof names[i], "kernels.%s.%s", ki.arch[i], ki.img[i].is_ptx ? "ptx" : "cubin");
     blobs[nblobs++] = (Blob){names[i], ki.img[i].data, ki.img[i].size};
   }
+  int nmodel = nblobs; /* the model's own (written by --emit-kernels); then the library the device runs */
+  char libnames[3][64];
+  for (int i = 0; i < lib->nimg; i++) {
+    snprintf(libnames[i], sizeof libnames[i], "library.%s.%s", lib->arch[i], lib->img[i].is_ptx ? "ptx" : "cubin");
+    blobs[nblobs++] = (Blob){libnames[i], lib->img[i].data, lib->img[i].size};
+  }
   if (bo->emit_kernels) {
     if (!ki.nimg && k == 0 && pipeline == 0) printf("NVRTC is not available (%s): writing the CUDA C only\n", ki.why);
-    for (int i = 0; i < nblobs && !status; i++) {
+    for (int i = 0; i < nmodel && !status; i++) {
       char kpth[4600];
       snprintf(kpth, sizeof kpth, "%s/%s.%s", dir, bin, blobs[i].name);
       if (file_write_atomic(kpth, blobs[i].data, blobs[i].len, err, sizeof err)) {
@@ -279,6 +285,14 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
   Arena ka = {0};
   KernelPlan *kp = status ? NULL : kernels_fuse(&ka, g, p);
   BuildStats bs = {0, 0, 1, 0};
+  /* the kernel library, the same for every stage (NVRTC's cache makes it free after its first build) */
+  KernelImages lib = {0};
+  double tl = now();
+  if (!status && kernels_library_compile(&lib, err, sizeof err)) {
+    fprintf(stderr, "pipec: error: %s\n", err);
+    status = 1;
+  }
+  bs.t_kernels += now() - tl;
   int nbins = 0;
   for (int j = 0; j < npl && !status; j++) nbins += sch[j]->nranks;
   if (!status && grid)
@@ -300,7 +314,7 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
       if (grid) snprintf(bin, sizeof bin, "%s-stage%d", p->model_name, k);
       else snprintf(bin, sizeof bin, "%s-p%d-stage%d", p->model_name, j, k);
       bins[b] = strdup(bin);
-      status = build_stage(p, g, bo, kp, grid ? 0 : j, sch[j], k, bin, &bs);
+      status = build_stage(p, g, bo, kp, &lib, grid ? 0 : j, sch[j], k, bin, &bs);
     }
   }
   /* launch: world rank -> stage binary */
@@ -329,6 +343,7 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
            nbins, nbins == 1 ? "" : "s", p->world, dir, p->world, dir);
   for (int b = 0; b < nbins; b++) free(bins[b]);
   free(bins), free(first_bin);
+  kernels_images_free(&lib);
   arena_free(&ka);
   for (int j = 0; j < npl; j++)
     if (sch[j]) schedule_free(sch[j]);

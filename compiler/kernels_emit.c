@@ -1,4 +1,5 @@
 /* kernels_emit.c — see kernels_emit.h. */
+#define _GNU_SOURCE /* memmem */
 #include "compiler/kernels_emit.h"
 
 #include <pthread.h>
@@ -259,6 +260,24 @@ static const char *cname(Arena *a, const char *s) {
   return r;
 }
 
+/* the headers of kernels/, each after those it uses */
+static const char *const header_order[] = {"common",      "activation", "matmul_epilogue", "layernorm", "rmsnorm",
+                                           "attention",   "softmax",    "crossentropy",    "embedding", "dropout",
+                                           "elementwise", "reduce",     "adamw",           "vocab_parallel"};
+enum { NHEADERS = sizeof header_order / sizeof header_order[0] };
+static const char *header_text(const char *name, size_t *len) {
+  for (int i = 0; pipe_cuda_headers[i].name; i++)
+    if (!strcmp(pipe_cuda_headers[i].name, name)) return *len = pipe_cuda_headers[i].len, pipe_cuda_headers[i].text;
+  return *len = 0, NULL;
+}
+static void write_headers(FILE *out) {
+  for (int h = 0; h < NHEADERS; h++) {
+    size_t len;
+    const char *t = header_text(header_order[h], &len);
+    if (t) fprintf(out, "%.*s\n", (int)len, t);
+  }
+}
+
 int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const Program *p) {
   Arena a = {0};
   const char *T = !strcmp(p->precision, "bf16") ? "bf16" : "float";
@@ -267,12 +286,7 @@ int kernels_emit_cuda(FILE *out, const KernelPlan *kp, const OpGraph *g, const P
                " * comment above each names the .pipe modules that run it. GEMMs are\n"
                " * cuBLASLt calls made by the runtime and have no kernel here. */\n\n",
           p->model_name, p->precision, p->model_loc.file ? p->model_loc.file->path : "?");
-  static const char *const order[] = {"common", "activation", "matmul_epilogue", "layernorm", "rmsnorm", "attention",
-                                      "softmax", "crossentropy", "embedding", "dropout", "elementwise", "reduce", "adamw",
-                                      "vocab_parallel"};
-  for (size_t h = 0; h < sizeof order / sizeof order[0]; h++)
-    for (int i = 0; pipe_cuda_headers[i].name; i++)
-      if (!strcmp(pipe_cuda_headers[i].name, order[h])) fprintf(out, "%.*s\n", (int)pipe_cuda_headers[i].len, pipe_cuda_headers[i].text);
+  write_headers(out);
   fprintf(out, "/* ---- model %s ---- */\n\n", p->model_name);
   int n = 0;
   for (int i = 0; i < kp->n; i++) {
@@ -428,14 +442,10 @@ static void *compile_arch(void *arg) {
   return NULL;
 }
 
-int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, KernelImages *out, char *err, size_t errlen) {
-  memset(out, 0, sizeof *out);
-  FILE *mem = open_memstream(&out->source, &out->source_len);
-  out->nkernels = kernels_emit_cuda(mem, kp, g, p);
-  fclose(mem);
-  snprintf(out->name, sizeof out->name, "%s.cu", p->model_name);
+/* NVRTC: out->source for the three targets at once, one thread each (NVRTC
+   is loaded first, so this is safe); without NVRTC nimg stays 0 */
+static int compile_images(KernelImages *out, char *err, size_t errlen) {
   if (!nvrtc_available(out->why, sizeof out->why)) return 0;
-  /* the three targets compile at once, one thread each (NVRTC is loaded above, so this is safe) */
   static const char *const archs[] = {"sm_80", "sm_90", "compute_90"};
   ArchJob jobs[3];
   pthread_t th[3];
@@ -458,6 +468,41 @@ int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, Ke
     return -1;
   }
   return 0;
+}
+
+int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, KernelImages *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  FILE *mem = open_memstream(&out->source, &out->source_len);
+  out->nkernels = kernels_emit_cuda(mem, kp, g, p);
+  fclose(mem);
+  snprintf(out->name, sizeof out->name, "%s.cu", p->model_name);
+  return compile_images(out, err, errlen);
+}
+
+int kernels_library_compile(KernelImages *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  FILE *mem = open_memstream(&out->source, &out->source_len);
+  fprintf(mem, "/* pipec's kernel library: every entry point of kernels/, fp32 and bf16; the\n"
+               " * same for every model (the stage programs' device kernels). */\n\n");
+  write_headers(mem);
+  for (int h = 1; h < NHEADERS; h++) { /* common has no entry points */
+    char up[64], mac[96];
+    int n = 0;
+    for (const char *c = header_order[h]; *c && n < 62; c++) up[n++] = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+    up[n] = 0;
+    size_t len;
+    const char *t = header_text(header_order[h], &len);
+    snprintf(mac, sizeof mac, "PIPEC_%s_ENTRIES(", up);
+    if (t && memmem(t, len, mac, strlen(mac))) {
+      fprintf(mem, "%sfloat, f32)\n%s__nv_bfloat16, bf16)\n", mac, mac);
+      out->nkernels++;
+    }
+    snprintf(mac, sizeof mac, "PIPEC_%s_UNTYPED_ENTRIES(", up);
+    if (t && memmem(t, len, mac, strlen(mac))) fprintf(mem, "%s)\n", mac);
+  }
+  fclose(mem);
+  snprintf(out->name, sizeof out->name, "pipec-library.cu");
+  return compile_images(out, err, errlen);
 }
 
 void kernels_images_free(KernelImages *k) {
