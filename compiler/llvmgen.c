@@ -104,11 +104,23 @@ static LLVMValueRef const_bytes(Emit *E, const char *name, const char *section, 
 
 static LLVMValueRef as_i8p(Emit *E, LLVMValueRef g) { return LLVMConstBitCast(g, E->i8p); }
 
-static void emit_function(Emit *E, const StageProgram *sp, const SFunc *f, LLVMValueRef *consts) {
+/* generation's functions run on the CPU only: they have no device variant */
+static int is_generation(const char *name) {
+  size_t l = strlen(name);
+  return !strcmp(name, "pipec_gen") || (l > 2 && !strcmp(name + l - 2, "_g"));
+}
+
+/* The function, or (dev) its device variant NAME_dev: the same calls with
+ * each CPU kernel k_X replaced by its device twin d_X (runtime/kernels_dev.h,
+ * same signature, device pointers) and each chunk function by its variant;
+ * the runtime's prt_* calls are the same in both (they look at the device). */
+static void emit_function(Emit *E, const StageProgram *sp, const SFunc *f, LLVMValueRef *consts, int dev) {
   LLVMTypeRef ps[4] = {E->i8p, E->i8p, E->i8p, E->i32};
   LLVMTypeRef fty = LLVMFunctionType(E->vd, ps, f->is_step ? 2 : 4, 0);
-  LLVMValueRef fn = LLVMGetNamedFunction(E->m, f->name);
-  if (!fn) fn = LLVMAddFunction(E->m, f->name, fty);
+  char fname[160], cname[160];
+  snprintf(fname, sizeof fname, "%s%s", f->name, dev ? "_dev" : "");
+  LLVMValueRef fn = LLVMGetNamedFunction(E->m, fname);
+  if (!fn) fn = LLVMAddFunction(E->m, fname, fty);
   LLVMValueRef ctx = LLVMGetParam(fn, 0), arena = LLVMGetParam(fn, 1);
   LLVMValueRef slot = f->is_step ? NULL : LLVMGetParam(fn, 2), mb = f->is_step ? NULL : LLVMGetParam(fn, 3);
   LLVMSetValueName2(ctx, "ctx", 3), LLVMSetValueName2(arena, "arena", 5);
@@ -123,10 +135,14 @@ static void emit_function(Emit *E, const StageProgram *sp, const SFunc *f, LLVMV
     if (!strncmp(c->fn, "pipec_", 6)) { /* a chunk function called from the step */
       LLVMTypeRef cps[4] = {E->i8p, E->i8p, E->i8p, E->i32};
       cty = LLVMFunctionType(E->vd, cps, 4, 0);
-      cf = LLVMGetNamedFunction(E->m, c->fn);
-      if (!cf) cf = LLVMAddFunction(E->m, c->fn, cty);
-    } else
-      cf = callee(E, c->fn, c->sig, &cty);
+      snprintf(cname, sizeof cname, "%s%s", c->fn, dev ? "_dev" : "");
+      cf = LLVMGetNamedFunction(E->m, cname);
+      if (!cf) cf = LLVMAddFunction(E->m, cname, cty);
+    } else {
+      snprintf(cname, sizeof cname, "%s", c->fn);
+      if (dev && !strncmp(c->fn, "k_", 2)) cname[0] = 'd';
+      cf = callee(E, cname, c->sig, &cty);
+    }
     for (int k = 0; k < c->narg; k++) {
       const SArg *a = &c->arg[k];
       switch (a->kind) {
@@ -239,7 +255,9 @@ int llvmgen_stage(const StageProgram *sp, const char *module_name, const Blob *b
     consts[i] = as_i8p(&E, g);
   }
   /* chunk functions first (the step calls them), then the step */
-  for (int i = 0; i < sp->nfunc; i++) emit_function(&E, sp, &sp->func[i], consts);
+  for (int i = 0; i < sp->nfunc; i++) emit_function(&E, sp, &sp->func[i], consts, 0);
+  for (int i = 0; i < sp->nfunc; i++)
+    if (!is_generation(sp->func[i].name)) emit_function(&E, sp, &sp->func[i], consts, 1);
   free(consts);
   /* the manifest and the blobs */
   LLVMValueRef man = const_bytes(&E, "pipec_manifest", ".pipec.manifest", sp->manifest, strlen(sp->manifest), 1);

@@ -149,6 +149,7 @@ static void save(PrtCtx *c, int64_t step) {
   char tmp[4200], fin[4200], old[4300];
   snprintf(tmp, sizeof tmp, "%s/step-%lld.tmp", d, (long long)step);
   snprintf(fin, sizeof fin, "%s/step-%lld", d, (long long)step);
+  prt_dev_pull(c); /* on a GPU: the parameters and optimizer state to the host arena */
   if (c->env.rank == 0) { /* a fresh temporary folder; leftovers of a crash go */
     if (mkdir_p(d)) prt_die(c, "cannot create the checkpoint folder %s: %s", d, strerror(errno));
     DIR *dd = opendir(d);

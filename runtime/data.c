@@ -126,5 +126,11 @@ static void load(PrtCtx *c, int mb, int32_t *dst, int64_t shift) {
   const PrtTokens *d = c->training ? &c->train_tokens : &c->val_tokens;
   for (int64_t r = 0; r < c->mbrows; r++) copy_tokens(d, window(c, d, mb, r) + shift, c->seq, dst + r * c->seq);
 }
-void prt_load_tokens(void *ctx, int mb, int32_t *dst) { load(ctx, mb, dst, 0); }
-void prt_load_targets(void *ctx, int mb, int32_t *dst) { load(ctx, mb, dst, 1); }
+/* (on a GPU, dst is in the device arena: the tokens go through its host mirror) */
+static void load_to(PrtCtx *c, int mb, int32_t *dst, int64_t shift) {
+  size_t bytes = sizeof(int32_t) * (size_t)(c->mbrows * c->seq);
+  load(c, mb, c->dev ? prt_dev_mirror(c, dst, bytes) : dst, shift);
+  if (c->dev) prt_dev_out(c, dst, prt_dev_mirror(c, dst, bytes), bytes, "token ids");
+}
+void prt_load_tokens(void *ctx, int mb, int32_t *dst) { load_to(ctx, mb, dst, 0); }
+void prt_load_targets(void *ctx, int mb, int32_t *dst) { load_to(ctx, mb, dst, 1); }

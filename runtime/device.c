@@ -577,6 +577,7 @@ void prt_device_close(PrtDevice *d) {
 
 const char *prt_device_name(const PrtDevice *d) { return d ? d->name : "CPU"; }
 int prt_device_sm(const PrtDevice *d) { return d ? d->sm : 0; }
+int prt_device_count(const PrtDevice *d) { return d ? d->count : 0; }
 size_t prt_device_memory(const PrtDevice *d) { return d ? d->memory : 0; }
 
 /* --------------------------------------------------------------- memory */

@@ -64,6 +64,7 @@ PrtDevice *prt_device_open(int rank, int local_rank, char *why, size_t whylen);
 void prt_device_close(PrtDevice *d);
 const char *prt_device_name(const PrtDevice *d); /* "NVIDIA H100 80GB HBM3 (sm_90)" */
 int prt_device_sm(const PrtDevice *d);            /* 90 */
+int prt_device_count(const PrtDevice *d);         /* the GPUs this process sees */
 size_t prt_device_memory(const PrtDevice *d);     /* total bytes */
 /* (for d = NULL, the CPU: "CPU", 0, 0) */
 

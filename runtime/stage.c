@@ -18,6 +18,7 @@
 #include "lib/params.h"
 #include "runtime/comm.h"
 #include "runtime/device.h"
+#include "runtime/kernels_dev.h"
 #include "runtime/env.h"
 #include "runtime/store.h"
 
@@ -141,38 +142,50 @@ static void parse_manifest(PrtCtx *c, const char *text) {
 }
 
 /* ---- ops that need the rank or the step ---- */
+/* (on a GPU, c->dev, the pointers are device addresses and d_X replaces k_X) */
+#define KD(c, name) ((c)->dev ? d_##name : k_##name)
 void prt_vp_embedding_forward(void *ctx, float *out, const int32_t *ids, const float *W, int N, int C, int64_t rows) {
-  k_vp_embedding_forward(out, ids, W, N, C, rows * ((PrtCtx *)ctx)->tp_rank, rows);
+  PrtCtx *c = ctx;
+  KD(c, vp_embedding_forward)(out, ids, W, N, C, rows * c->tp_rank, rows);
 }
 void prt_vp_embedding_backward(void *ctx, float *dW, const float *dout, const int32_t *ids, int N, int C, int64_t rows) {
-  k_vp_embedding_backward(dW, dout, ids, N, C, rows * ((PrtCtx *)ctx)->tp_rank, rows);
+  PrtCtx *c = ctx;
+  KD(c, vp_embedding_backward)(dW, dout, ids, N, C, rows * c->tp_rank, rows);
 }
 void prt_vp_sumexp(void *ctx, float *st, const float *logits, const int32_t *targets, const float *M, int N, int V) {
-  k_vp_sumexp(st, logits, targets, M, N, V, (int64_t)V * ((PrtCtx *)ctx)->tp_rank);
+  PrtCtx *c = ctx;
+  KD(c, vp_sumexp)(st, logits, targets, M, N, V, (int64_t)V * c->tp_rank);
 }
 void prt_vp_xent_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets, const float *M, const float *S,
                           int N, int V) {
   PrtCtx *c = ctx;
-  k_vp_xent_backward(dlogits, logits, targets, M, S, N, V, (int64_t)V * c->tp_rank, c->loss_scale);
+  KD(c, vp_xent_backward)(dlogits, logits, targets, M, S, N, V, (int64_t)V * c->tp_rank, c->loss_scale);
 }
 void prt_xent_backward(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int N, int V) {
-  k_crossentropy_forward_backward(losses, dlogits, logits, targets, N, V, ((PrtCtx *)ctx)->loss_scale);
+  PrtCtx *c = ctx;
+  KD(c, crossentropy_forward_backward)(losses, dlogits, logits, targets, N, V, c->loss_scale);
 }
 static uint64_t dropout_seed(PrtCtx *c, int mb) {
   return prt_mix64((uint64_t)c->seed ^ prt_mix64((uint64_t)c->step << 20 ^ (uint64_t)(c->mb_base + mb)));
 }
 void prt_dropout_forward(void *ctx, float *out, const float *inp, long n, float p, int op, int mb) {
-  if (!((PrtCtx *)ctx)->training) { /* validation: the identity */
-    if (out != inp) memcpy(out, inp, sizeof(float) * (size_t)n);
+  PrtCtx *c = ctx;
+  if (!c->training) { /* validation: the identity */
+    if (out != inp) KD(c, copy)(out, inp, n);
     return;
   }
-  k_dropout_forward(out, inp, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
+  KD(c, dropout_forward)(out, inp, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
 }
 void prt_dropout_backward(void *ctx, float *dinp, const float *dout, long n, float p, int op, int mb) {
-  k_dropout_backward(dinp, dout, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
+  PrtCtx *c = ctx;
+  KD(c, dropout_backward)(dinp, dout, n, p, dropout_seed(ctx, mb), (uint64_t)op << 32);
 }
 void prt_loss_add(void *ctx, const float *losses, const int32_t *targets, int N) {
   PrtCtx *c = ctx;
+  if (c->dev) { /* the N losses and targets, to the host */
+    losses = prt_dev_in(c, losses, (size_t)N * 4, "the loss");
+    targets = prt_dev_in(c, targets, (size_t)N * 4, "the loss");
+  }
   double s = 0;
   for (int r = 0; r < N; r++)
     if (targets[r] >= 0) s += losses[r];
@@ -186,15 +199,28 @@ int prt_world_rank(PrtCtx *c, int pipeline, int pp, int tp) {
   prt_die(c, "no rank runs pipeline %d, pipeline rank %d, tp rank %d (damaged manifest)", pipeline, pp, tp);
 }
 
+/* On a GPU, a collective runs through NCCL when the group has a
+   communicator (nc), else through the host transport: the buffer goes to
+   the host, the host operation runs, the result comes back (ranks sharing a
+   GPU, which NCCL refuses, and groups NCCL has no communicator for). */
+#define dev_in(c, buf, bytes, what) ((float *)prt_dev_in(c, buf, bytes, what))
+#define dev_out prt_dev_out
+static void allreduce_sum(PrtCtx *c, PrtGroup *g, PrtNccl *nc, float *buf, long n, const char *what) {
+  if (!c->dev) return prt_allreduce_sum(g, buf, (size_t)n);
+  if (nc) return prt_nccl_allreduce(nc, (uint64_t)(uintptr_t)buf, (size_t)n, what);
+  float *h = dev_in(c, buf, sizeof(float) * (size_t)n, what);
+  prt_allreduce_sum(g, h, (size_t)n);
+  dev_out(c, buf, h, sizeof(float) * (size_t)n, what);
+}
+
 void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
   PrtCtx *c = ctx;
   if (c->tp <= 1) return;
-  if (op == 0) {
-    prt_allreduce_sum(c->tp_group, buf, (size_t)n);
-    return;
-  }
+  if (op == 0) return allreduce_sum(c, c->tp_group, c->nccl_tp, buf, n, "tensor-parallel all-reduce");
   /* max: every member's values in turn, the same order everywhere */
   if (n > c->scratch_n) prt_die(c, "a max all-reduce of %ld values is larger than its buffer (%ld)", n, c->scratch_n);
+  float *dbuf = buf;
+  if (c->dev) buf = dev_in(c, dbuf, sizeof(float) * (size_t)n, "tensor-parallel max all-reduce");
   float *tmp = c->scratch, *mine = c->scratch + n;
   memcpy(mine, buf, sizeof(float) * (size_t)n);
   for (int k = 0; k < prt_group_size(c->tp_group); k++) {
@@ -202,31 +228,39 @@ void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
     prt_broadcast(c->tp_group, k, tmp, sizeof(float) * (size_t)n);
     for (long i = 0; i < n; i++) buf[i] = k == 0 ? tmp[i] : fmaxf(buf[i], tmp[i]);
   }
+  if (c->dev) dev_out(c, dbuf, buf, sizeof(float) * (size_t)n, "tensor-parallel max all-reduce");
 }
 
+/* activations and their gradients between pipeline neighbours: through the
+   host transport, on a GPU too (its queues are eager, so the schedule's
+   order of sends and receives never waits crosswise; NCCL's rendezvous
+   sends would need each send paired with the receive it crosses) */
 void prt_pp_send(void *ctx, int pp_peer, int tag, const void *buf, long bytes) {
   PrtCtx *c = ctx;
+  if (c->dev) buf = dev_in(c, buf, (size_t)bytes, "pipeline send");
   prt_send(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
 }
 void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes) {
   PrtCtx *c = ctx;
-  prt_recv(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
+  void *dst = c->dev ? prt_dev_mirror(c, buf, (size_t)bytes) : buf;
+  prt_recv(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, dst, (size_t)bytes);
+  if (c->dev) dev_out(c, buf, dst, (size_t)bytes, "pipeline receive");
 }
 void prt_dp_allreduce(void *ctx, float *grads, long n) {
   PrtCtx *c = ctx;
-  if (c->dp > 1) prt_allreduce_sum(c->dp_group, grads, (size_t)n);
+  if (c->dp > 1) allreduce_sum(c, c->dp_group, c->nccl_dp, grads, n, "data-parallel gradient all-reduce");
 }
 /* templates: the gradients of parameters param.. (n floats) summed over every rank holding them */
 void prt_grad_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
   RtParam *p = param_at(c, param);
   if (!p || !p->grad_group) prt_die(c, "parameter %d has no gradient group (damaged manifest)", param);
-  prt_allreduce_sum(p->grad_group, grads, (size_t)n);
+  allreduce_sum(c, p->grad_group, NULL, grads, n, p->name);
 }
 void prt_tied_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
   RtParam *p = param_at(c, param);
-  if (p && p->tied_group) prt_allreduce_sum(p->tied_group, grads, (size_t)n);
+  if (p && p->tied_group) allreduce_sum(c, p->tied_group, NULL, grads, n, p->name);
 }
 
 static double lr_at(PrtCtx *c, int step) {
@@ -241,32 +275,44 @@ static double lr_at(PrtCtx *c, int step) {
 
 void prt_optimizer_step(void *ctx) {
   PrtCtx *c = ctx;
-  float *P = (float *)(c->arena + c->params_off), *Gr = (float *)(c->arena + c->grads_off);
+  char *base = c->dev ? c->darena : c->arena;
+  float *P = (float *)(base + c->params_off), *Gr = (float *)(base + c->grads_off);
   /* the global gradient norm: each parameter counted once over the world */
   double ss = 0;
   if (c->dp_rank == 0)
     for (int i = 0; i < c->nparams; i++) {
       const RtParam *p = &c->params[i];
-      if (p->first && (p->shard != PSHARD_NONE || c->tp_rank == 0)) ss += k_sumsq(Gr + p->off, (long)(p->rows * (p->cols ? p->cols : 1)));
+      if (p->first && (p->shard != PSHARD_NONE || c->tp_rank == 0)) ss += KD(c, sumsq)(Gr + p->off, (long)(p->rows * (p->cols ? p->cols : 1)));
     }
   prt_allreduce_sum_f64(c->world_group, &ss, 1);
   c->grad_norm = sqrt(ss);
-  if (c->clip > 0 && c->grad_norm > c->clip) k_scale(Gr, (long)c->floats, (float)(c->clip / (c->grad_norm + 1e-6)));
+  if (c->clip > 0 && c->grad_norm > c->clip) KD(c, scale)(Gr, (long)c->floats, (float)(c->clip / (c->grad_norm + 1e-6)));
   c->cur_lr = lr_at(c, c->step);
-  float *M = (float *)(c->arena + c->optim_off), *V = M + c->floats;
+  float *M = (float *)(base + c->optim_off), *V = M + c->floats;
+  int adamw = !strcmp(c->optimizer, "adamw");
+  if (!adamw && c->dev) { /* SGD has no device kernel: parameters, gradients and momentum go to the host and back */
+    prt_dev_download(c->dev, c->arena + c->params_off, (uint64_t)(uintptr_t)P, sizeof(float) * (size_t)c->floats, "sgd");
+    prt_dev_download(c->dev, c->arena + c->grads_off, (uint64_t)(uintptr_t)Gr, sizeof(float) * (size_t)c->floats, "sgd");
+    prt_dev_download(c->dev, c->arena + c->optim_off, (uint64_t)(uintptr_t)M, sizeof(float) * (size_t)c->floats, "sgd");
+    P = (float *)(c->arena + c->params_off), Gr = (float *)(c->arena + c->grads_off), M = (float *)(c->arena + c->optim_off);
+  }
   for (int i = 0; i < c->nparams; i++) {
     const RtParam *p = &c->params[i];
     long n = (long)(p->rows * (p->cols ? p->cols : 1));
     float wd = p->cols ? (float)c->wd : 0.0f; /* decay matrices and embeddings, not norms and biases */
-    if (!strcmp(c->optimizer, "adamw"))
-      k_adamw(P + p->off, Gr + p->off, M + p->off, V + p->off, n, (float)c->cur_lr, (float)c->beta1, (float)c->beta2, (float)c->eps, wd,
-              c->step);
+    if (adamw)
+      KD(c, adamw)(P + p->off, Gr + p->off, M + p->off, V + p->off, n, (float)c->cur_lr, (float)c->beta1, (float)c->beta2, (float)c->eps,
+                   wd, c->step);
     else
       for (long k = 0; k < n; k++) {
         float g = Gr[p->off + k] + wd * P[p->off + k];
         if (c->momentum > 0) g = M[p->off + k] = (float)c->momentum * M[p->off + k] + g;
         P[p->off + k] -= (float)c->cur_lr * g;
       }
+  }
+  if (!adamw && c->dev) {
+    prt_dev_upload(c->dev, (uint64_t)(uintptr_t)(c->darena + c->params_off), P, sizeof(float) * (size_t)c->floats, "sgd");
+    prt_dev_upload(c->dev, (uint64_t)(uintptr_t)(c->darena + c->optim_off), M, sizeof(float) * (size_t)c->floats, "sgd");
   }
 }
 
@@ -356,11 +402,14 @@ static double world_loss(PrtCtx *c) {
 /* the generated forward-only pass over the validation batch (compiler/stagegen.c); weak: binaries
    of an older pipec have none */
 extern void pipec_eval(void *ctx, char *arena) __attribute__((weak));
+extern void pipec_eval_dev(void *ctx, char *arena) __attribute__((weak));
+extern void pipec_step_dev(void *ctx, char *arena) __attribute__((weak)); /* the device variants */
 
 static void validate_and_log(PrtCtx *c, int64_t s, int logger) {
   double t0 = now();
   c->training = 0, c->loss_sum = 0;
-  pipec_eval(c, c->arena);
+  if (c->dev) pipec_eval_dev(c, c->darena);
+  else pipec_eval(c, c->arena);
   c->training = 1;
   double v = world_loss(c);
   if (logger) printf("val  %4lld/%lld | val loss %.6f | %.1f ms\n", (long long)s, (long long)c->steps, v, (now() - t0) * 1e3);
@@ -506,15 +555,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     p->tied_group = prt_group_new(c->comm, m, p->nholders);
     free(m);
   }
-  /* the device: a GPU when the driver has one, else the CPU (the kernels of this build run on the CPU) */
-  char why[512];
-  PrtDevice *dev = prt_device_open(me, c->env.local_rank, why, sizeof why);
-  if (dev) {
-    if (me == 0)
-      fprintf(stderr, "pipec: %s found; this build runs its stage programs on the CPU (GPU execution is not generated yet)\n",
-              prt_device_name(dev));
-    prt_device_close(dev);
-  }
+  /* the device: a GPU when every rank has one, else the CPU; generation runs on the CPU */
+  if (!gen_argv) prt_dev_start(c, prefix);
   const char *th = getenv("PIPEC_THREADS");
   long cores = sysconf(_SC_NPROCESSORS_ONLN), threads = th ? atol(th) : cores / (c->env.local_world > 0 ? c->env.local_world : 1);
   k_set_threads(threads < 1 ? 1 : (int)threads);
@@ -549,7 +591,9 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
      (the other ranks wait), summed over the machines */
   prt_barrier(c->world_group);
   c->peak_flops = 0;
-  if (c->env.local_rank == 0) {
+  if (c->dev) /* on GPUs: each GPU's GEMM rate, measured by the first rank on it */
+    c->peak_flops = c->env.local_rank < prt_device_count(c->dev) ? prt_dev_gemm_rate(c) : 0;
+  else if (c->env.local_rank == 0) {
     k_set_threads((int)(cores < 1 ? 1 : cores));
     c->peak_flops = sgemm_rate();
     k_set_threads(threads < 1 ? 1 : (int)threads);
@@ -557,16 +601,18 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   prt_allreduce_sum_f64(c->world_group, &c->peak_flops, 1);
   if (c->keep < 1) c->keep = 1;
   prt_ckpt_start(c);
+  prt_dev_push(c);
   c->scratch_n = (long)(c->mbrows * c->seq);
   c->scratch = malloc(sizeof(float) * 2 * (size_t)c->scratch_n);
   c->loss_scale = (float)(1.0 / ((double)c->batch * (double)c->seq));
   int logger = me == 0, bar = logger && isatty(1) && isatty(2);
   if (logger)
     printf("pipec: %s, %d ranks (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n"
-           "pipec: data %s (%lld tokens)%s%s; peak %.1f GFLOP/s (sgemm on all cores of each machine)\n",
+           "pipec: data %s (%lld tokens)%s%s; peak %.1f GFLOP/s (%s)\n",
            c->model, c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
            c->data_glob ? c->data_glob : "synthetic", (long long)c->train_tokens.len, c->val_glob ? ", validation " : "",
-           c->val_glob ? c->val_glob : "", c->peak_flops / 1e9);
+           c->val_glob ? c->val_glob : "", c->peak_flops / 1e9,
+           c->dev ? "the GEMM rate of each GPU, fp32" : "sgemm on all cores of each machine");
   if (logger && strcmp(c->precision, "fp32"))
     printf("pipec: precision %s is for the GPU; these stage programs run on the CPU and compute in fp32\n", c->precision);
   fflush(stdout);
@@ -576,10 +622,15 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   for (int64_t s = c->start_step + 1; s <= c->steps && (!c->stop_after || s <= c->stop_after); s++) {
     c->step = (int)s;
     c->loss_sum = 0;
-    memset(c->arena + c->grads_off, 0, sizeof(float) * (size_t)c->floats);
+    if (c->dev) prt_dev_memset(c->dev, (uint64_t)(uintptr_t)(c->darena + c->grads_off), 0, sizeof(float) * (size_t)c->floats, "gradients");
+    else memset(c->arena + c->grads_off, 0, sizeof(float) * (size_t)c->floats);
     if (s == c->start_step + 3) heap_before = mallinfo2().uordblks; /* after the transport's queues reach their size */
     double t0 = now();
-    step(c, c->arena);
+    if (c->dev) {
+      pipec_step_dev(c, c->darena);
+      prt_dev_sync(c->dev, "the step");
+    } else
+      step(c, c->arena);
     double dt = now() - t0;
     if (s >= c->start_step + 3) {
       size_t h = mallinfo2().uordblks;
@@ -608,6 +659,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     size_t h_back = mallinfo2().uordblks;
     if (heap_before && h_back > h_out) heap_before += h_back - h_out;
   }
+  prt_dev_end(c);
   prt_comm_free_shared(c->comm, c->arena); /* no peer reads it once the last all-reduce has returned */
   c->arena = NULL;
   if (bar) fputs("\r\033[K", stderr);

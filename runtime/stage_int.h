@@ -73,6 +73,10 @@ struct PrtCtx {
   char *save_dir, *init_path, *resume_dir; /* NULL: none */
   int64_t save_every, keep, stop_after;    /* save_every 0: at the end only; stop_after 0: run to the end */
   int64_t start_step;                      /* the step a resumed run continues after (0: a fresh run) */
+  /* the GPU (runtime/stage_dev.c); dev NULL: the CPU runs the steps on `arena` */
+  struct PrtDevice *dev;
+  char *darena;                            /* the arena in device memory; `arena` is its host mirror */
+  struct PrtNccl *nccl, *nccl_tp, *nccl_dp; /* NULL: that communication goes through the host transport */
 };
 
 /* Stops this rank (and, through the transport, every other) with one line. */
@@ -110,5 +114,24 @@ int prt_load_weights(PrtCtx *c, const char *path, char *err, size_t errlen);
 void prt_ckpt_start(PrtCtx *c);
 /* After step s: saves when the settings ask for it (collective over the world). */
 void prt_ckpt_after_step(PrtCtx *c, int64_t s);
+
+/* runtime/stage_dev.c: the stage program on a GPU. prt_dev_start opens the
+ * device on every rank or on none (collective; a rank without one, or
+ * PIPEC_DEVICE=cpu, keeps all on the CPU), loads the kernel library embedded
+ * in the binary, allocates the device arena and, when every GPU has one
+ * rank, NCCL's communicators; it prints one line. The host arena stays, as
+ * the device arena's mirror: parameters are initialised and checkpoints
+ * read and written there (prt_dev_push / prt_dev_pull move them), and data
+ * crossing the host (the host transport, token ids, losses) passes through
+ * the mirror of the device bytes it belongs to, so no buffer is allocated
+ * per call. */
+void prt_dev_start(PrtCtx *c, const char *prefix);
+void prt_dev_push(PrtCtx *c); /* the whole host arena to the device */
+void prt_dev_pull(PrtCtx *c); /* parameters and optimizer state to the host */
+void prt_dev_end(PrtCtx *c);
+double prt_dev_gemm_rate(PrtCtx *c); /* this rank's GPU, FLOP/s of fp32 GEMMs */
+void *prt_dev_mirror(PrtCtx *c, const void *dev_ptr, size_t bytes); /* the host mirror of device arena bytes */
+void *prt_dev_in(PrtCtx *c, const void *dev_ptr, size_t bytes, const char *what); /* downloaded into the mirror */
+void prt_dev_out(PrtCtx *c, void *dev_ptr, const void *host, size_t bytes, const char *what); /* uploaded */
 
 #endif

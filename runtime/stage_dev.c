@@ -1,0 +1,154 @@
+/* stage_dev.c — a stage program on a GPU (see stage_int.h): the device,
+ * the kernel library embedded in the binary, the device arena and its host
+ * mirror, NCCL's communicators. */
+#include "runtime/stage_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/device.h"
+#include "runtime/kernels_dev.h"
+
+/* what the generated code holds (compiler/llvmgen.c); weak, so that programs
+   without them (the runtime's own tests) link */
+typedef struct {
+  const char *name;
+  const unsigned char *data;
+  uint64_t len;
+} PrtBlob;
+extern const PrtBlob pipec_blobs[] __attribute__((weak));
+extern const int pipec_nblobs __attribute__((weak));
+extern void pipec_step_dev(void *ctx, char *arena) __attribute__((weak));
+
+static const PrtBlob *blob(const char *name) {
+  for (int i = 0; pipec_blobs && &pipec_nblobs && i < pipec_nblobs; i++)
+    if (!strcmp(pipec_blobs[i].name, name)) return &pipec_blobs[i];
+  return NULL;
+}
+
+void prt_dev_start(PrtCtx *c, const char *prefix) {
+  char why[512];
+  int me = c->env.rank;
+  PrtDevice *d = prt_device_open(me, c->env.local_rank, why, sizeof why);
+  /* every rank on a GPU, or none: [ranks with one, ranks whose machine has more ranks than GPUs] */
+  double on[2] = {d != NULL, d && c->env.local_world > prt_device_count(d)};
+  prt_allreduce_sum_f64(c->world_group, on, 2);
+  if (!d) return; /* prt_device_open said why, once per machine */
+  if (on[0] < c->world || !pipec_step_dev) {
+    if (me == 0)
+      fprintf(stderr, "pipec: %s; running on the CPU\n",
+              !pipec_step_dev ? "this stage program has no device code (built by an older pipec)"
+                              : "some ranks have no GPU, so every rank runs");
+    prt_device_close(d);
+    return;
+  }
+  /* the kernel library: the cubin of the device's architecture, else the PTX */
+  int sm = prt_device_sm(d), csm = sm >= 90 ? 90 : 80;
+  char name[64];
+  snprintf(name, sizeof name, "library.sm_%d.cubin", csm);
+  const PrtBlob *cub = sm >= 80 ? blob(name) : NULL, *ptx = blob("library.compute_90.ptx");
+  if (!cub && !ptx)
+    prt_die(c, "this stage program embeds no CUDA kernels (pipec was built without NVRTC); set PIPEC_DEVICE=cpu to run it on the CPU");
+  char *ptxz = NULL;
+  if (ptx) { /* NUL-terminated for the driver */
+    ptxz = malloc(ptx->len + 1);
+    if (!ptxz) prt_die(c, "out of memory");
+    memcpy(ptxz, ptx->data, ptx->len), ptxz[ptx->len] = 0;
+  }
+  char what[200];
+  snprintf(what, sizeof what, "%s stage %d: the kernel library", c->model, c->stage);
+  PrtModule *m = prt_module_load(d, cub ? cub->data : NULL, cub ? cub->len : 0, cub ? csm : 0, ptxz, what);
+  free(ptxz);
+  prt_dev_kernels_bind(d, m);
+  snprintf(what, sizeof what, "%s stage %d", c->model, c->stage);
+  prt_dev_kernels_what(what);
+  snprintf(what, sizeof what, "%s stage %d: the arena (the plan's %lld bytes)", c->model, c->stage, (long long)c->total);
+  c->darena = (char *)(uintptr_t)prt_dev_alloc(d, (size_t)c->total, what);
+  c->dev = d;
+  /* NCCL when each GPU has one rank (it refuses two); tp and dp groups by split */
+  int nccl = on[1] == 0 && c->world > 1;
+  if (nccl) {
+    c->nccl = prt_nccl_init(d, c->store, prefix, me, c->world, c->env.timeout_s);
+    if (c->tp > 1) c->nccl_tp = prt_nccl_split(c->nccl, c->rk_pipe[me] * 4096 + c->rk_pp[me], me);
+    if (c->dp > 1 && !c->templates) c->nccl_dp = prt_nccl_split(c->nccl, c->rk_pp[me] * 4096 + c->rk_tp[me], me);
+  }
+  if (me == 0) {
+    fprintf(stderr, "pipec: rank 0: %s; the stage programs run on the GPU", why);
+    if (c->world > 1 && nccl) fprintf(stderr, ", communicating through NCCL (pipeline neighbours through the host transport)");
+    else if (c->world > 1) fprintf(stderr, ", communicating through the host transport (ranks share a GPU, which NCCL refuses)");
+    fprintf(stderr, "\n");
+  }
+  if (strcmp(c->precision, "fp32") && me == 0)
+    printf("pipec: precision %s: this build computes in fp32 on the GPU too\n", c->precision);
+}
+
+/* FLOP/s of this rank's GPU: the best of 4 timed fp32 GEMMs (n^3) after a
+   warm-up, n = 4096, or 512 where that one already takes over 10 ms (an
+   emulated device) */
+double prt_dev_gemm_rate(PrtCtx *c) {
+  double best = 0;
+  for (int n = 512; n <= 4096; n *= 8) {
+    uint64_t a = prt_dev_alloc(c->dev, sizeof(float) * 3 * (size_t)n * (size_t)n, "the GEMM rate measurement");
+    prt_dev_memset(c->dev, a, 0, sizeof(float) * 3 * (size_t)n * (size_t)n, "the GEMM rate measurement");
+    float *A = (float *)(uintptr_t)a, *B = A + (size_t)n * n, *C = B + (size_t)n * n;
+    double t_best = 1e30;
+    for (int k = 0; k < 5; k++) {
+      prt_dev_sync(c->dev, "the GEMM rate measurement");
+      struct timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      d_matmul_forward(C, A, B, NULL, n, n, n);
+      prt_dev_sync(c->dev, "the GEMM rate measurement");
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      double t = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+      if (k && t < t_best) t_best = t;
+    }
+    prt_dev_free(c->dev, a);
+    best = 2.0 * n * n * n / t_best;
+    if (t_best > 0.01) break;
+  }
+  return best;
+}
+
+void *prt_dev_mirror(PrtCtx *c, const void *p, size_t bytes) {
+  const char *q = p;
+  if (q < c->darena || q + bytes > c->darena + c->total)
+    prt_die(c, "internal error: %zu bytes at device address %p are outside the arena", bytes, p);
+  return c->arena + (q - c->darena);
+}
+
+void *prt_dev_in(PrtCtx *c, const void *p, size_t bytes, const char *what) {
+  void *h = prt_dev_mirror(c, p, bytes);
+  prt_dev_download(c->dev, h, (uint64_t)(uintptr_t)p, bytes, what);
+  return h;
+}
+
+void prt_dev_out(PrtCtx *c, void *p, const void *h, size_t bytes, const char *what) {
+  prt_dev_mirror(c, p, bytes);
+  prt_dev_upload(c->dev, (uint64_t)(uintptr_t)p, h, bytes, what);
+}
+
+void prt_dev_push(PrtCtx *c) {
+  if (c->dev) prt_dev_upload(c->dev, (uint64_t)(uintptr_t)c->darena, c->arena, (size_t)c->total, "the arena to the GPU");
+}
+
+void prt_dev_pull(PrtCtx *c) {
+  if (!c->dev) return;
+  prt_dev_download(c->dev, c->arena + c->params_off, (uint64_t)(uintptr_t)(c->darena + c->params_off),
+                   sizeof(float) * (size_t)c->floats, "the parameters to the host");
+  size_t optim = sizeof(float) * (size_t)c->floats * (strcmp(c->optimizer, "adamw") ? 1 : 2);
+  if (c->optim_off + (int64_t)optim <= c->total)
+    prt_dev_download(c->dev, c->arena + c->optim_off, (uint64_t)(uintptr_t)(c->darena + c->optim_off), optim,
+                     "the optimizer state to the host");
+}
+
+void prt_dev_end(PrtCtx *c) {
+  if (!c->dev) return;
+  prt_dev_sync(c->dev, "the end of the run");
+  prt_nccl_free(c->nccl_tp), prt_nccl_free(c->nccl_dp), prt_nccl_free(c->nccl);
+  prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->darena);
+  prt_dev_kernels_bind(NULL, NULL);
+  prt_device_close(c->dev);
+  c->dev = NULL, c->darena = NULL, c->nccl = c->nccl_tp = c->nccl_dp = NULL;
+}
