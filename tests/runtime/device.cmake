@@ -82,6 +82,13 @@ if(PIPEC_HAVE_CXX17)
   add_dependencies(test_kernels_dev pipec_cuda_emulator)
   add_test(NAME kernels-dev-emu COMMAND test_kernels_dev ${PIPEC_CUDA_EMU_DIR})
   set_tests_properties(kernels-dev-emu PROPERTIES LABELS runtime TIMEOUT 120 ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
+  # the stage programs' device code end to end on the emulator: 1 rank and
+  # 2 ranks sharing the GPU against the CPU, a GPU checkpoint resumed on the CPU
+  if(NOT PIPEC_FUZZ)
+    add_test(NAME stage-gpu-emu COMMAND sh ${PIPEC_TESTS}/stage/gpu_emu.sh $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR}
+                                        ${CMAKE_CURRENT_BINARY_DIR}/stage-gpu-emu ${PIPEC_CUDA_EMU_DIR})
+    set_tests_properties(stage-gpu-emu PROPERTIES LABELS "stage" TIMEOUT 600)
+  endif()
 else()
   message(STATUS "pipec: no C++17 compiler; the CUDA emulator and the kernels-dev-emu test are not built")
 endif()

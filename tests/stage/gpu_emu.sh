@@ -1,0 +1,98 @@
+#!/bin/sh
+# gpu_emu.sh PIPEC SRC OUT EMU_DIR — the stage programs' GPU path without a
+# GPU: EMU_DIR holds libcuda.so.1 (tests/gpu/emulator: the kernels of
+# kernels/*.cuh run on the CPU, one fiber per CUDA thread), a cuBLASLt that
+# computes its GEMMs on the host and a one-rank NCCL. With it on
+# LD_LIBRARY_PATH the same stage binaries run their device code: device
+# arena, every kernel through cuLaunchKernel, GEMMs through cuBLASLt,
+# AdamW and clipping on the device, checkpoints through the host mirror.
+# Checks, against the same binaries on the CPU (PIPEC_DEVICE=cpu):
+#  - 1 rank: every step's loss and gradient norm within 1e-4 (relative), and
+#    the validation loss;
+#  - 2 ranks (pp 2) sharing the one emulated GPU: the host transport, the
+#    same losses; and the line saying so;
+#  - a checkpoint written from the GPU resumes on the CPU with the losses of
+#    an uninterrupted CPU run.
+set -u
+pipec=$1 src=$2 out=$3 emu=$4
+. "$src/tests/stage/common.sh"
+rm -rf "$out" && mkdir -p "$out" && cd "$out" || exit 1
+# a small gpt2 (the emulator is slow): 2 layers, 32 channels, 2 heads, 16 positions
+model() { # NAME PP
+  sed -e 's/context = 64   dim = 64   heads = 4   depth = 4/context = 16   dim = 32   heads = 2   depth = 2/' \
+      -e "s/layers.2: BEGINNING/layers.1: BEGINNING/" -e "s/tp = 2   pp = 2/tp = 1   pp = $2/" -e "$3" \
+      -e 's/batch = 8   microbatches = 4   seq = 64/batch = 4   microbatches = 2   seq = 16/' \
+      -e 's/steps = 10/steps = 4/' -e 's/vocab = 512/vocab = 128/' "$src/models/gpt2-tiny.pipe" >"$1.pipe"
+  "$pipec" "$1.pipe" -o "$1" >"$1.build" 2>&1 || { bad "$1 compiles"; cat "$1.build"; }
+}
+model one 1 '/^split/d'
+model two 2 's/^$//'
+grep -q "tp = 1   pp = 2" two.pipe && grep -q "depth = 2" two.pipe || bad "the test model's settings did not apply"
+python3 -c "
+import struct, random
+random.seed(5)
+toks = [random.randrange(128) for _ in range(2000)]
+open('data.bin', 'wb').write(struct.pack('<256i', 20240520, 1, len(toks), *([0] * 253)) + struct.pack('<%dH' % len(toks), *toks))
+" || bad "writing a token file"
+
+# run NAME DEVICE NP BUILD ARGS...: DEVICE cpu or emu
+run() {
+  name=$1 dev=$2 np=$3 b=$4
+  shift 4
+  if [ "$dev" = emu ]; then
+    LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PIPEC_DEVICE=cuda mpi_job 600 "$np" -x LD_LIBRARY_PATH -x PIPEC_DEVICE \
+      "$b/launch" "$@" >"$name.out" 2>"$name.err"
+  else
+    PIPEC_DEVICE=cpu mpi_job 300 "$np" -x PIPEC_DEVICE "$b/launch" "$@" >"$name.out" 2>"$name.err"
+  fi
+  rc=$?
+  [ $rc -eq 0 ] && ok "$name runs" || { bad "$name: status $rc"; tail -5 "$name.err"; }
+}
+# same NAME_A NAME_B: the step lines' loss and norm, and the validation losses, agree within 1e-4
+same() {
+  python3 - "$1.out" "$2.out" <<'EOF'
+import re, sys
+def rows(p):
+    r = []
+    for l in open(p):
+        m = re.match(r"step\s+(\d+)/\d+ \| loss ([\d.]+) \| lr \S+ \| norm ([\d.]+)", l)
+        if m: r.append((int(m[1]), float(m[2]), float(m[3])))
+        m = re.match(r"val\s+(\d+)/\d+ \| val loss ([\d.]+)", l)
+        if m: r.append((-int(m[1]), float(m[2]), 0.0))
+    return r
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+if not a or [x[0] for x in a] != [x[0] for x in b]:
+    sys.exit("different steps: %s vs %s" % (a, b))
+worst = max(max(abs(x[1] - y[1]) / max(abs(y[1]), 1e-6), abs(x[2] - y[2]) / max(abs(y[2]), 1e-6)) for x, y in zip(a, b))
+print("%d rows, worst relative difference %.2e" % (len(a), worst))
+sys.exit(0 if worst <= 1e-4 else 1)
+EOF
+}
+
+run cpu1 cpu 1 one --data data.bin --val-data data.bin --val-every 2
+run emu1 emu 1 one --data data.bin --val-data data.bin --val-every 2
+r=$(same emu1 cpu1) && ok "1 rank on the GPU = the CPU ($r)" || bad "1 rank GPU vs CPU: $r"
+grep -q "the stage programs run on the GPU" emu1.err && ok "it says it runs on the GPU" || bad "no GPU line: $(head -3 emu1.err)"
+grep -q "running on the CPU" cpu1.err && ok "PIPEC_DEVICE=cpu keeps it on the CPU" || bad "cpu: $(head -3 cpu1.err)"
+
+run cpu2 cpu 2 two --data data.bin
+run emu2 emu 2 two --data data.bin
+r=$(same emu2 cpu2) && ok "2 ranks sharing the GPU = the CPU ($r)" || bad "2 ranks GPU vs CPU: $r"
+grep -q "through the host transport (ranks share a GPU" emu2.err && ok "the shared GPU goes through the host transport" ||
+  bad "no host-transport line: $(head -3 emu2.err)"
+[ "$(grep -c "run on the GPU" emu2.err)" -eq 1 ] && ok "one line for the job" || bad "GPU lines: $(grep -c "run on the GPU" emu2.err)"
+
+# a checkpoint from the GPU, resumed on the CPU
+run emu-save emu 1 one --data data.bin --stop-after 2 --save ck
+run cpu-resume cpu 1 one --data data.bin --resume ck
+run cpu-full cpu 1 one --data data.bin
+python3 - cpu-resume.out cpu-full.out <<'EOF' && ok "a GPU checkpoint resumes on the CPU as an uninterrupted run" || bad "resume from the GPU checkpoint"
+import re, sys
+def steps(p):
+    return {int(m[1]): float(m[2]) for m in (re.match(r"step\s+(\d+)/\d+ \| loss ([\d.]+)", l) for l in open(p)) if m}
+a, b = steps(sys.argv[1]), steps(sys.argv[2])
+print(a, b)
+sys.exit(0 if a and min(a) == 3 and all(abs(a[s] - b[s]) <= 1e-4 * b[s] for s in a) else 1)
+EOF
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
