@@ -64,7 +64,8 @@ endif()
 
 if(PIPEC_HAVE_CXX17)
   set(PIPEC_CUDA_EMU_DIR ${CMAKE_BINARY_DIR}/cuda-emulator)
-  file(GLOB PIPEC_EMU_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/kernels/*.cuh ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/emulator/*)
+  file(GLOB PIPEC_EMU_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/kernels/*.cuh ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/emulator/*
+       ${CMAKE_CURRENT_SOURCE_DIR}/tests/runtime/cuda_errors.inc)
   add_custom_command(
     OUTPUT ${PIPEC_CUDA_EMU_DIR}/libcuda.so.1 ${PIPEC_CUDA_EMU_DIR}/libcublasLt.so.13 ${PIPEC_CUDA_EMU_DIR}/libnccl.so.2
     COMMAND ${CMAKE_COMMAND} -E env CXX=${CMAKE_CXX_COMPILER}

@@ -39,23 +39,7 @@ static CUresult injected(const char *sym) {
     if (r_) return r_;                    \
   } while (0)
 
-static const struct {
-  int code;
-  const char *name, *str;
-} errors[] = {
-    {0, "CUDA_SUCCESS", "no error"},
-    {1, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
-    {2, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
-    {3, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
-    {35, "CUDA_ERROR_INSUFFICIENT_DRIVER", "CUDA driver version is insufficient for CUDA runtime version"},
-    {100, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
-    {101, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
-    {209, "CUDA_ERROR_NO_BINARY_FOR_GPU", "no kernel image is available for execution on the device"},
-    {218, "CUDA_ERROR_INVALID_PTX", "a PTX JIT compilation failed"},
-    {500, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
-    {719, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
-    {999, "CUDA_ERROR_UNKNOWN", "unknown error"},
-};
+#include "cuda_errors.inc"
 
 EXPORT CUresult cuGetErrorName(CUresult e, const char **s) {
   for (size_t i = 0; i < sizeof errors / sizeof *errors; i++)
