@@ -482,8 +482,8 @@ int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, Ke
 int kernels_library_compile(KernelImages *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   FILE *mem = open_memstream(&out->source, &out->source_len);
-  fprintf(mem, "/* pipec's kernel library: every entry point of kernels/, fp32 and bf16; the\n"
-               " * same for every model (the stage programs' device kernels). */\n\n");
+  fprintf(mem, "/* pipec's kernel library: every entry point of kernels/ in fp32; the same\n"
+               " * for every model (the stage programs' device kernels). */\n\n");
   write_headers(mem);
   for (int h = 1; h < NHEADERS; h++) { /* common has no entry points */
     char up[64], mac[96];
@@ -494,7 +494,7 @@ int kernels_library_compile(KernelImages *out, char *err, size_t errlen) {
     const char *t = header_text(header_order[h], &len);
     snprintf(mac, sizeof mac, "PIPEC_%s_ENTRIES(", up);
     if (t && memmem(t, len, mac, strlen(mac))) {
-      fprintf(mem, "%sfloat, f32)\n%s__nv_bfloat16, bf16)\n", mac, mac);
+      fprintf(mem, "%sfloat, f32)\n", mac);
       out->nkernels++;
     }
     snprintf(mac, sizeof mac, "PIPEC_%s_UNTYPED_ENTRIES(", up);

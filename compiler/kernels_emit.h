@@ -62,9 +62,9 @@ typedef struct KernelImages {
   char why[256];
 } KernelImages;
 int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, KernelImages *out, char *err, size_t errlen);
-/* The kernel library (every entry point of kernels/, fp32 and bf16), the
- * same for every model: what the stage programs launch on a GPU. nkernels
- * counts the headers instantiated. */
+/* The kernel library (every entry point of kernels/ in fp32: the stage
+ * programs compute in fp32 on the GPU), the same for every model: what the
+ * stage programs launch on a GPU. nkernels counts the headers instantiated. */
 int kernels_library_compile(KernelImages *out, char *err, size_t errlen);
 void kernels_images_free(KernelImages *k);
 
