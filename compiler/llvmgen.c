@@ -127,8 +127,15 @@ static void emit_function(Emit *E, const StageProgram *sp, const SFunc *f, LLVMV
   if (slot) LLVMSetValueName2(slot, "slot", 4), LLVMSetValueName2(mb, "mb", 2);
   LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(E->cx, fn, "entry");
   LLVMPositionBuilderAtEnd(E->b, bb);
+  const char *module = NULL; /* device variant: the .pipe module the kernels run for, told to the runtime on change */
   for (int i = 0; i < f->ncall; i++) {
     const SCall *c = &f->call[i];
+    if (dev && !strncmp(c->fn, "k_", 2) && c->what && *c->what && (!module || strcmp(module, c->what))) {
+      LLVMTypeRef mty;
+      LLVMValueRef mf = callee(E, "prt_dev_op", "cp", &mty), margs[2] = {ctx, LLVMBuildGlobalStringPtr(E->b, c->what, "module")};
+      LLVMBuildCall2(E->b, mty, mf, margs, 2, "");
+      module = c->what;
+    }
     LLVMTypeRef cty;
     LLVMValueRef cf;
     LLVMValueRef args[32];

@@ -607,9 +607,9 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   c->loss_scale = (float)(1.0 / ((double)c->batch * (double)c->seq));
   int logger = me == 0, bar = logger && isatty(1) && isatty(2);
   if (logger)
-    printf("pipec: %s, %d ranks (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n"
+    printf("pipec: %s, %d rank%s (%s), %lld steps of %lld sequences x %lld tokens; rank 0 arena %lld bytes\n"
            "pipec: data %s (%lld tokens)%s%s; peak %.1f GFLOP/s (%s)\n",
-           c->model, c->world, layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
+           c->model, c->world, c->world == 1 ? "" : "s", layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
            c->data_glob ? c->data_glob : "synthetic", (long long)c->train_tokens.len, c->val_glob ? ", validation " : "",
            c->val_glob ? c->val_glob : "", c->peak_flops / 1e9,
            c->dev ? "the GEMM rate of each GPU, fp32" : "sgemm on all cores of each machine");

@@ -111,6 +111,15 @@ double prt_dev_gemm_rate(PrtCtx *c) {
   return best;
 }
 
+/* the device variant's calls, when the .pipe module changes: error lines of
+   the kernels that follow name it ("gpt2 stage 1 layers.5.attn: d_X: ...") */
+void prt_dev_op(void *ctx, const char *module) {
+  PrtCtx *c = ctx;
+  char what[300];
+  snprintf(what, sizeof what, "%s stage %d %s", c->model, c->stage, module);
+  prt_dev_kernels_what(what);
+}
+
 void *prt_dev_mirror(PrtCtx *c, const void *p, size_t bytes) {
   const char *q = p;
   if (q < c->darena || q + bytes > c->darena + c->total)

@@ -130,6 +130,7 @@ void prt_dev_push(PrtCtx *c); /* the whole host arena to the device */
 void prt_dev_pull(PrtCtx *c); /* parameters and optimizer state to the host */
 void prt_dev_end(PrtCtx *c);
 double prt_dev_gemm_rate(PrtCtx *c); /* this rank's GPU, FLOP/s of fp32 GEMMs */
+void prt_dev_op(void *ctx, const char *module); /* called by the generated device code: the module that runs */
 void *prt_dev_mirror(PrtCtx *c, const void *dev_ptr, size_t bytes); /* the host mirror of device arena bytes */
 void *prt_dev_in(PrtCtx *c, const void *dev_ptr, size_t bytes, const char *what); /* downloaded into the mirror */
 void prt_dev_out(PrtCtx *c, void *dev_ptr, const void *host, size_t bytes, const char *what); /* uploaded */

@@ -11,6 +11,8 @@
 #    the validation loss;
 #  - 2 ranks (pp 2) sharing the one emulated GPU: the host transport, the
 #    same losses; and the line saying so;
+#  - a failing kernel launch stops with one line naming the call, the stage,
+#    the .pipe module and the kernel;
 #  - a checkpoint written from the GPU resumes on the CPU with the losses of
 #    an uninterrupted CPU run.
 set -u
@@ -81,6 +83,12 @@ r=$(same emu2 cpu2) && ok "2 ranks sharing the GPU = the CPU ($r)" || bad "2 ran
 grep -q "through the host transport (ranks share a GPU" emu2.err && ok "the shared GPU goes through the host transport" ||
   bad "no host-transport line: $(head -3 emu2.err)"
 [ "$(grep -c "run on the GPU" emu2.err)" -eq 1 ] && ok "one line for the job" || bad "GPU lines: $(grep -c "run on the GPU" emu2.err)"
+
+# a failing launch: one line naming the call, the stage, the .pipe module and the kernel
+LD_LIBRARY_PATH="$emu" EMU_CUDA_FAIL=pipec_layernorm_forward_f32:719 timeout 120 one/launch --data data.bin >fail.out 2>fail.err
+rc=$?
+[ $rc -eq 1 ] && grep -q "^pipec: rank 0: CUDA error in cuLaunchKernel (gpt2_tiny stage 0 layers.0.ln_1: d_layernorm_forward: kernel pipec_layernorm_forward_f32, .*CUDA_ERROR_LAUNCH_FAILED" fail.err &&
+  ok "a failed launch names the call, stage, module and kernel" || bad "failed launch: status $rc, $(tail -2 fail.err)"
 
 # a checkpoint from the GPU, resumed on the CPU
 run emu-save emu 1 one --data data.bin --stop-after 2 --save ck
