@@ -68,7 +68,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
   c->darena = (char *)(uintptr_t)prt_dev_alloc(d, (size_t)c->total, what);
   c->dev = d;
   /* NCCL when each GPU has one rank (it refuses two); tp and dp groups by split */
-  int nccl = on[1] == 0 && c->world > 1;
+  int nccl = on[1] == 0; /* (one rank too: the job's communicator exists, as it would with more) */
   if (nccl) {
     c->nccl = prt_nccl_init(d, c->store, prefix, me, c->world, c->env.timeout_s);
     if (c->tp > 1) c->nccl_tp = prt_nccl_split(c->nccl, c->rk_pipe[me] * 4096 + c->rk_pp[me], me);
@@ -76,7 +76,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
   }
   if (me == 0) {
     fprintf(stderr, "pipec: rank 0: %s; the stage programs run on the GPU", why);
-    if (c->world > 1 && nccl) fprintf(stderr, ", communicating through NCCL (pipeline neighbours through the host transport)");
+    if (nccl) fprintf(stderr, ", NCCL %s", c->world > 1 ? "for all-reduces (pipeline neighbours through the host transport)" : "communicator of 1 rank");
     else if (c->world > 1) fprintf(stderr, ", communicating through the host transport (ranks share a GPU, which NCCL refuses)");
     fprintf(stderr, "\n");
   }
