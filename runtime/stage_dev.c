@@ -35,8 +35,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
   /* every rank on a GPU, or none: [ranks with one, ranks whose machine has more ranks than GPUs] */
   double on[2] = {d != NULL, d && c->env.local_world > prt_device_count(d)};
   prt_allreduce_sum_f64(c->world_group, on, 2);
-  if (!d) return; /* prt_device_open said why, once per machine */
-  if (on[0] < c->world || !pipec_step_dev) {
+  if (on[0] > 0 && (on[0] < c->world || !pipec_step_dev)) {
     if (me == 0)
       fprintf(stderr, "pipec: %s; running on the CPU\n",
               !pipec_step_dev ? "this stage program has no device code (built by an older pipec)"
@@ -44,6 +43,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
     prt_device_close(d);
     return;
   }
+  if (!d) return; /* no rank has one: prt_device_open said why, once per machine */
   /* the kernel library: the cubin of the device's architecture, else the PTX */
   int sm = prt_device_sm(d), csm = sm >= 90 ? 90 : 80;
   char name[64];
