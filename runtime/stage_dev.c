@@ -36,10 +36,11 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
   double on[2] = {d != NULL, d && c->env.local_world > prt_device_count(d)};
   prt_allreduce_sum_f64(c->world_group, on, 2);
   if (on[0] > 0 && (on[0] < c->world || !pipec_step_dev)) {
-    if (me == 0)
-      fprintf(stderr, "pipec: %s; running on the CPU\n",
-              !pipec_step_dev ? "this stage program has no device code (built by an older pipec)"
-                              : "some ranks have no GPU, so every rank runs");
+    if (me == 0 && !pipec_step_dev)
+      fprintf(stderr, "pipec: this stage program has no device code (built by an older pipec); running on the CPU\n");
+    else if (me == 0)
+      fprintf(stderr, "pipec: %d of %d ranks have a GPU; every rank runs on the CPU (set PIPEC_DEVICE=cuda to require one)\n",
+              (int)on[0], c->world);
     prt_device_close(d);
     return;
   }

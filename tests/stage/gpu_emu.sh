@@ -102,6 +102,15 @@ rc=$?
 [ "$emu" = system ] || { [ $rc -eq 1 ] && grep -q "^pipec: rank 0: CUDA error in cuLaunchKernel (gpt2_tiny stage 0 layers.0.ln_1: d_layernorm_forward: kernel pipec_layernorm_forward_f32, .*CUDA_ERROR_LAUNCH_FAILED" fail.err &&
   ok "a failed launch names the call, stage, module and kernel" || bad "failed launch: status $rc, $(tail -2 fail.err)"; }
 
+# one rank with a GPU, one without: all on the CPU, said once, the CPU's losses
+if [ "$emu" != system ]; then
+  MASTER_PORT=$(comm_free_port) timeout 300 mpirun --bind-to none -x MASTER_PORT -np 1 two/launch --data data.bin : \
+    -np 1 -x LD_LIBRARY_PATH="$emu" two/launch --data data.bin >mixed.out 2>mixed.err
+  rc=$?
+  r=$(same mixed cpu2) && [ $rc -eq 0 ] && grep -q "^pipec: 1 of 2 ranks have a GPU; every rank runs on the CPU" mixed.err &&
+    ok "a job where one rank has no GPU runs on the CPU and says so ($r)" || bad "mixed job: status $rc, $r, $(grep pipec mixed.err | head -3)"
+fi
+
 # a checkpoint from the GPU, resumed on the CPU
 run emu-save emu 1 one --data data.bin --stop-after 2 --save ck
 run cpu-resume cpu 1 one --data data.bin --resume ck
