@@ -235,7 +235,7 @@ typedef struct Chan {
   int waitr_val;
 } Chan;
 
-enum { OP_NONE, OP_INIT, OP_SEND, OP_RECV, OP_ALLREDUCE, OP_BCAST, OP_BARRIER, OP_FINALIZE };
+enum { OP_NONE, OP_INIT, OP_SEND, OP_RECV, OP_ALLREDUCE, OP_BCAST, OP_BARRIER, OP_FINALIZE, OP_POLL };
 
 struct PrtGroup {
   PrtComm *c;
@@ -358,6 +358,7 @@ static void op_desc(const PrtComm *c, char *out, size_t len) {
     break;
   case OP_BARRIER: snprintf(out, len, "barrier over %s", c->op_group->desc); break;
   case OP_FINALIZE: snprintf(out, len, "finalize"); break;
+  case OP_POLL: snprintf(out, len, "a wait on the GPU"); break;
   default: snprintf(out, len, "no communication"); break;
   }
 }
@@ -2486,6 +2487,15 @@ int prt_comm_finalize(PrtComm *c) {
   }
   comm_free(c);
   return 0;
+}
+
+void prt_comm_poll(PrtComm *c) {
+  if (!c || c->world == 1) return;
+  int op = c->op;
+  c->op = OP_POLL;
+  progress_shm(c);
+  progress_sockets(c, 0);
+  c->op = op;
 }
 
 void prt_comm_abort(PrtComm *c, const char *why) {

@@ -107,6 +107,11 @@ void prt_barrier(PrtGroup *g);
 void *prt_comm_alloc_shared(PrtComm *c, size_t bytes);
 void prt_comm_free_shared(PrtComm *c, void *p); /* p: from prt_comm_alloc_shared, or NULL */
 
+/* Moves what is ready to move and checks the peers without waiting: ends
+ * the process as a wait would ("lost rank K") when a peer has gone. For
+ * code that waits on something else (the GPU) between transport calls. */
+void prt_comm_poll(PrtComm *c);
+
 /* Aborts the job from this rank: tells every reachable peer that `why`,
  * then exits(1). Used by the runtime for errors that are not comm errors
  * (a bad file on one rank) so the others do not wait out the timeout. */

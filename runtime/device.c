@@ -27,6 +27,7 @@ typedef uint64_t CUdeviceptr;
 
 enum {
   CUDA_SUCCESS = 0,
+  CUDA_ERROR_NOT_READY = 600,
   CUDA_ERROR_NO_DEVICE = 100,
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
@@ -57,6 +58,7 @@ static struct {
   CUresult (*StreamCreate)(CUstream *, unsigned);
   CUresult (*StreamDestroy)(CUstream);
   CUresult (*StreamSynchronize)(CUstream);
+  CUresult (*StreamQuery)(CUstream);
   CUresult (*StreamWaitEvent)(CUstream, CUevent, unsigned);
   CUresult (*EventCreate)(CUevent *, unsigned);
   CUresult (*EventDestroy)(CUevent);
@@ -98,6 +100,7 @@ static const Sym cu_syms[] = {
     {"cuStreamCreate", SLOT(cu.StreamCreate)},
     {"cuStreamDestroy_v2", SLOT(cu.StreamDestroy)},
     {"cuStreamSynchronize", SLOT(cu.StreamSynchronize)},
+    {"cuStreamQuery", SLOT(cu.StreamQuery)},
     {"cuStreamWaitEvent", SLOT(cu.StreamWaitEvent)},
     {"cuEventCreate", SLOT(cu.EventCreate)},
     {"cuEventDestroy_v2", SLOT(cu.EventDestroy)},
@@ -329,6 +332,10 @@ struct PrtDevice {
   CUdeviceptr workspace;
   GemmPlan plans[GEMM_PLANS];
   int nplans, next_plan;
+  /* waits on a stream: the watch (the host transport's liveness) between polls, the timeout */
+  void (*watch)(void *);
+  void *watch_arg;
+  double timeout_s;
 };
 
 struct PrtNccl {
@@ -580,6 +587,39 @@ int prt_device_sm(const PrtDevice *d) { return d ? d->sm : 0; }
 int prt_device_count(const PrtDevice *d) { return d ? d->count : 0; }
 size_t prt_device_memory(const PrtDevice *d) { return d ? d->memory : 0; }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void prt_device_watch(PrtDevice *d, void (*watch)(void *), void *arg, double timeout_s) {
+  d->watch = watch, d->watch_arg = arg, d->timeout_s = timeout_s;
+}
+
+/* Waits for stream s by polling (cuStreamQuery), not cuStreamSynchronize:
+ * between polls the watch runs (it ends the process when a peer rank is
+ * lost: an NCCL operation whose peer died never finishes), and a wait
+ * longer than the timeout ends it naming what it waited for. */
+static void stream_wait(PrtDevice *d, CUstream s, const char *what) {
+  CUresult r = cu.StreamQuery(s);
+  if (r == CUDA_SUCCESS) return;
+  double t0 = now_s();
+  long sleep_ns = 2000;
+  for (;;) {
+    if (r != CUDA_ERROR_NOT_READY) CU(d, r, "cuStreamQuery", what);
+    if (d->watch) d->watch(d->watch_arg);
+    if (d->timeout_s > 0 && now_s() - t0 > d->timeout_s)
+      die(d->rank, "the GPU did not finish %s within %g s (a kernel or an NCCL operation is stuck; PIPEC_TIMEOUT sets the limit)",
+          nz(what), d->timeout_s);
+    struct timespec ts = {0, sleep_ns};
+    nanosleep(&ts, NULL);
+    if (sleep_ns < 200000) sleep_ns *= 2;
+    r = cu.StreamQuery(s);
+    if (r == CUDA_SUCCESS) return;
+  }
+}
+
 /* --------------------------------------------------------------- memory */
 
 uint64_t prt_dev_alloc(PrtDevice *d, size_t bytes, const char *what) {
@@ -603,13 +643,13 @@ void prt_dev_free(PrtDevice *d, uint64_t ptr) {
 void prt_dev_upload(PrtDevice *d, uint64_t dst, const void *src, size_t bytes, const char *what) {
   if (!bytes) return;
   CU(d, cu.MemcpyHtoDAsync(dst, src, bytes, d->compute), "cuMemcpyHtoDAsync", what);
-  CU(d, cu.StreamSynchronize(d->compute), "cuStreamSynchronize", what);
+  stream_wait(d, d->compute, what);
 }
 
 void prt_dev_download(PrtDevice *d, void *dst, uint64_t src, size_t bytes, const char *what) {
   if (!bytes) return;
   CU(d, cu.MemcpyDtoHAsync(dst, src, bytes, d->compute), "cuMemcpyDtoHAsync", what);
-  CU(d, cu.StreamSynchronize(d->compute), "cuStreamSynchronize", what);
+  stream_wait(d, d->compute, what);
 }
 
 void prt_dev_copy(PrtDevice *d, uint64_t dst, uint64_t src, size_t bytes, const char *what) {
@@ -621,8 +661,8 @@ void prt_dev_memset(PrtDevice *d, uint64_t dst, int byte, size_t bytes, const ch
 }
 
 void prt_dev_sync(PrtDevice *d, const char *what) {
-  CU(d, cu.StreamSynchronize(d->compute), "cuStreamSynchronize", what);
-  CU(d, cu.StreamSynchronize(d->comm), "cuStreamSynchronize", what);
+  stream_wait(d, d->compute, what);
+  stream_wait(d, d->comm, what);
 }
 
 /* -------------------------------------------------------------- kernels */
@@ -871,12 +911,6 @@ void prt_gemm(PrtDevice *d, uint64_t C, uint64_t A, uint64_t B, uint64_t bias, i
 }
 
 /* ----------------------------------------------------------------- NCCL */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Polls comm until it is no longer in progress; dies on an error, aborts
  * the communicator and dies on the timeout. */

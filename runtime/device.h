@@ -75,6 +75,13 @@ void prt_dev_free(PrtDevice *d, uint64_t ptr);
 void prt_dev_upload(PrtDevice *d, uint64_t dst, const void *src, size_t bytes, const char *what);
 void prt_dev_download(PrtDevice *d, void *dst, uint64_t src, size_t bytes, const char *what);
 void prt_dev_sync(PrtDevice *d, const char *what);
+/* Every wait above polls the stream; between polls it calls watch(arg)
+ * (NULL: none), and a wait longer than timeout_s (<= 0: none, the default)
+ * ends the process with one line naming what it waited for. The stage
+ * runtime's watch polls the host transport, which ends the process naming
+ * a lost rank: a rank waiting on an NCCL operation whose peer died exits
+ * instead of spinning forever. */
+void prt_device_watch(PrtDevice *d, void (*watch)(void *), void *arg, double timeout_s);
 /* on the compute stream, in order with kernels (no wait on the host) */
 void prt_dev_copy(PrtDevice *d, uint64_t dst, uint64_t src, size_t bytes, const char *what);
 void prt_dev_memset(PrtDevice *d, uint64_t dst, int byte, size_t bytes, const char *what);

@@ -28,6 +28,9 @@ static const PrtBlob *blob(const char *name) {
   return NULL;
 }
 
+/* between polls of a stream: a lost peer ends this rank too (NCCL would wait for it forever) */
+static void watch(void *ctx) { prt_comm_poll(((PrtCtx *)ctx)->comm); }
+
 void prt_dev_start(PrtCtx *c, const char *prefix) {
   char why[512];
   int me = c->env.rank;
@@ -68,6 +71,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
   snprintf(what, sizeof what, "%s stage %d: the arena (the plan's %lld bytes)", c->model, c->stage, (long long)c->total);
   c->darena = (char *)(uintptr_t)prt_dev_alloc(d, (size_t)c->total, what);
   c->dev = d;
+  prt_device_watch(d, watch, c, c->env.timeout_s);
   /* NCCL when each GPU has one rank (it refuses two); tp and dp groups by split */
   int nccl = on[1] == 0; /* (one rank too: the job's communicator exists, as it would with more) */
   if (nccl) {

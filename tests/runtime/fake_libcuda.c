@@ -116,6 +116,10 @@ EXPORT CUresult cuStreamSynchronize(void *s) {
   INJECT("cuStreamSynchronize");
   return s ? 0 : 1;
 }
+EXPORT CUresult cuStreamQuery(void *s) {
+  INJECT("cuStreamQuery");
+  return s ? 0 : 1;
+}
 EXPORT CUresult cuEventCreate(void **e, unsigned flags) {
   *e = object();
   return 0;

@@ -13,6 +13,9 @@
 #    same losses; and the line saying so;
 #  - a failing kernel launch stops with one line naming the call, the stage,
 #    the .pipe module and the kernel;
+#  - a job where one rank has no GPU runs on the CPU and says so;
+#  - a stream that never finishes ends the rank after PIPEC_TIMEOUT, and a
+#    rank waiting on its GPU when its peer is killed ends naming it;
 #  - a checkpoint written from the GPU resumes on the CPU with the losses of
 #    an uninterrupted CPU run.
 #
@@ -109,6 +112,36 @@ if [ "$emu" != system ]; then
   rc=$?
   r=$(same mixed cpu2) && [ $rc -eq 0 ] && grep -q "^pipec: 1 of 2 ranks have a GPU; every rank runs on the CPU" mixed.err &&
     ok "a job where one rank has no GPU runs on the CPU and says so ($r)" || bad "mixed job: status $rc, $r, $(grep pipec mixed.err | head -3)"
+fi
+
+# waits on the GPU are bounded: a stream that never finishes ends the rank
+# after PIPEC_TIMEOUT; a rank waiting on its GPU when a peer dies ends
+# naming the lost rank (the ranks are started directly, torchrun-style:
+# mpirun would kill the survivor itself)
+if [ "$emu" != system ]; then
+  LD_LIBRARY_PATH="$emu" EMU_STREAM_STUCK=1 PIPEC_TIMEOUT=2 timeout 60 one/launch --data data.bin >stuck.out 2>stuck.err
+  rc=$?
+  [ $rc -eq 1 ] && grep -q "^pipec: rank 0: the GPU did not finish .* within 2 s" stuck.err &&
+    ok "a stuck GPU ends the rank after the timeout" || bad "stuck GPU: status $rc, $(tail -2 stuck.err)"
+  (
+    unset OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE PMI_RANK PMI_SIZE SLURM_PROCID SLURM_NTASKS TORCHELASTIC_RUN_ID
+    export MASTER_ADDR=127.0.0.1 MASTER_PORT=$(comm_free_port) WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 PIPEC_TIMEOUT=60 LD_LIBRARY_PATH="$emu"
+    RANK=0 LOCAL_RANK=0 two/launch --data data.bin --steps 1000 >lost0.out 2>lost0.err &
+    p0=$!
+    RANK=1 LOCAL_RANK=1 EMU_STREAM_STUCK=1 two/launch --data data.bin --steps 1000 >lost1.out 2>lost1.err &
+    p1=$!
+    sleep 5
+    kill -9 $p0
+    t=0
+    while kill -0 $p1 2>/dev/null && [ $t -lt 40 ]; do sleep 1; t=$((t + 1)); done
+    if kill -0 $p1 2>/dev/null; then kill -9 $p1; echo "still running after 40 s" >>lost1.err; fi
+    wait $p1
+    echo $? >lost1.rc
+    wait $p0 2>/dev/null
+  )
+  rc=$(cat lost1.rc)
+  [ "$rc" -ne 0 ] && grep -q "^pipec: rank 1: lost rank 0 (connection closed) during a wait on the GPU" lost1.err && ! grep -q "still running" lost1.err &&
+    ok "a rank waiting on its GPU when its peer dies ends, naming it (status $rc)" || bad "lost peer: status $rc, $(tail -3 lost1.err)"
 fi
 
 # a checkpoint from the GPU, resumed on the CPU

@@ -20,6 +20,8 @@
  * floats), so a kernel that leaves part of its output unwritten shows. */
 #include "kernels.inc"
 
+#include <unistd.h>
+
 #include <map>
 #include <set>
 #include <string>
@@ -150,7 +152,21 @@ CUresult cuStreamCreate(void **s, unsigned flags) {
   return OK;
 }
 CUresult cuStreamDestroy_v2(void *s) { return handle_free(streams, s); }
-CUresult cuStreamSynchronize(void *s) { return stream_ok(s) ? OK : INVALID_HANDLE; }
+/* EMU_STREAM_STUCK=1: streams never finish (a kernel or NCCL operation that
+   hangs), for the tests of the runtime's waits */
+static bool stuck() {
+  const char *v = getenv("EMU_STREAM_STUCK");
+  return v && *v == '1';
+}
+CUresult cuStreamSynchronize(void *s) {
+  if (!stream_ok(s)) return INVALID_HANDLE;
+  while (stuck()) pause();
+  return OK;
+}
+CUresult cuStreamQuery(void *s) {
+  if (!stream_ok(s)) return INVALID_HANDLE;
+  return stuck() ? 600 /* CUDA_ERROR_NOT_READY */ : OK;
+}
 CUresult cuStreamWaitEvent(void *s, void *e, unsigned flags) {
   return stream_ok(s) && events.count(e) && flags == 0 ? OK : INVALID_HANDLE;
 }
