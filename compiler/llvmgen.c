@@ -104,12 +104,6 @@ static LLVMValueRef const_bytes(Emit *E, const char *name, const char *section, 
 
 static LLVMValueRef as_i8p(Emit *E, LLVMValueRef g) { return LLVMConstBitCast(g, E->i8p); }
 
-/* generation's functions run on the CPU only: they have no device variant */
-static int is_generation(const char *name) {
-  size_t l = strlen(name);
-  return !strcmp(name, "pipec_gen") || (l > 2 && !strcmp(name + l - 2, "_g"));
-}
-
 /* The function, or (dev) its device variant NAME_dev: the same calls with
  * each CPU kernel k_X replaced by its device twin d_X (runtime/kernels_dev.h,
  * same signature, device pointers) and each chunk function by its variant;
@@ -263,8 +257,7 @@ int llvmgen_stage(const StageProgram *sp, const char *module_name, const Blob *b
   }
   /* chunk functions first (the step calls them), then the step */
   for (int i = 0; i < sp->nfunc; i++) emit_function(&E, sp, &sp->func[i], consts, 0);
-  for (int i = 0; i < sp->nfunc; i++)
-    if (!is_generation(sp->func[i].name)) emit_function(&E, sp, &sp->func[i], consts, 1);
+  for (int i = 0; i < sp->nfunc; i++) emit_function(&E, sp, &sp->func[i], consts, 1);
   free(consts);
   /* the manifest and the blobs */
   LLVMValueRef man = const_bytes(&E, "pipec_manifest", ".pipec.manifest", sp->manifest, strlen(sp->manifest), 1);

@@ -3,8 +3,8 @@
  *
  * Contract:
  *  - llvmgen_stage() turns a StageProgram (compiler/stagegen.h) into an
- *    LLVM module: one function per chunk and pass, pipec_step, and (but
- *    for generation's) the device variant NAME_dev of each, calling d_X
+ *    LLVM module: one function per chunk and pass, pipec_step, and the
+ *    device variant NAME_dev of each, calling d_X
  *    (runtime/kernels_dev.h) where the CPU variant calls k_X; the
  *    manifest string, the embedded blobs (each in its own section
  *    ".pipec.<name>", listed in the table pipec_blobs / pipec_nblobs) and a

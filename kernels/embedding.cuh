@@ -102,8 +102,15 @@ __device__ void positions_kernel(int *out, int N, int Tn) {
   for (long r = grid_thread_id(); r < N; r += grid_thread_count()) out[r] = (int)(r % Tn);
 }
 
+/* out[r] = v for r < N: the position ids of N rows decoding one position
+ * (k_positions_at). Launch as positions_kernel. */
+__device__ void fill_int_kernel(int *out, int N, int v) {
+  for (long r = grid_thread_id(); r < N; r += grid_thread_count()) out[r] = v;
+}
+
 /* entry points that do not depend on the element type: once per module */
 #define PIPEC_EMBEDDING_UNTYPED_ENTRIES()                                                                              \
-  extern "C" __global__ void pipec_positions(int *out, int N, int Tn) { positions_kernel(out, N, Tn); }
+  extern "C" __global__ void pipec_positions(int *out, int N, int Tn) { positions_kernel(out, N, Tn); }                 \
+  extern "C" __global__ void pipec_fill_int(int *out, int N, int v) { fill_int_kernel(out, N, v); }
 
 #endif /* PIPEC_EMBEDDING_CUH */

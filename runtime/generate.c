@@ -36,9 +36,11 @@
 #include "lib/bpe.h"
 #include "lib/xalloc.h"
 #include "runtime/stage_int.h"
+#include "runtime/device.h"
 
 /* defined by the generated program when its model can generate */
 void pipec_gen(void *ctx, char *arena, char *gen, int pos) __attribute__((weak));
+void pipec_gen_dev(void *ctx, char *arena, char *gen, int pos) __attribute__((weak)); /* on the GPU */
 
 typedef struct Gen {
   int64_t beams, maxt, bytes, logits_off;
@@ -57,8 +59,9 @@ typedef struct Gen {
 static Gen *g_gen;
 
 void prt_gen_tokens(void *ctx, int32_t *dst) {
-  (void)ctx;
-  memcpy(dst, g_gen->cur, sizeof(int32_t) * (size_t)g_gen->beams);
+  PrtCtx *c = ctx;
+  if (c->dev) prt_dev_out(c, dst, g_gen->cur, sizeof(int32_t) * (size_t)g_gen->beams, "token ids");
+  else memcpy(dst, g_gen->cur, sizeof(int32_t) * (size_t)g_gen->beams);
 }
 
 static char *unhex(const char *h) {
@@ -243,7 +246,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   int me = c->env.rank, say = me == 0;
   if (parse_gen(G, manifest)) refuse(c, "this stage binary's manifest has no generation part (from another pipec version?)");
   if (G->none) refuse(c, "%s cannot generate: %s", c->model, G->none);
-  if (!pipec_gen) refuse(c, "this stage binary has no generation code");
+  if (!pipec_gen || (c->dev && !pipec_gen_dev)) refuse(c, "this stage binary has no generation code%s", pipec_gen ? " for the GPU" : "");
   const char *prompt = G->prompt, *ids_arg = NULL, *tokdir = NULL, *weights = G->weights;
   char mode[16];
   memcpy(mode, G->sampling, sizeof mode);
@@ -333,10 +336,15 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
     max_new = G->maxt - (int64_t)np;
   }
 
-  /* memory: the caches and workspace, once */
+  /* memory: the caches and workspace, once (on a GPU: there, with this as its host mirror) */
   char *gen = aligned_alloc(64, (size_t)(G->bytes + 63) / 64 * 64);
   if (!gen) prt_die(c, "cannot allocate %lld bytes for generation", (long long)G->bytes);
   memset(gen, 0, (size_t)G->bytes);
+  char *dgen = gen;
+  if (c->dev) {
+    prt_dev_push(c); /* the weights */
+    dgen = prt_dev_gen_region(c, gen, G->bytes);
+  }
   if (!strcmp(mode, "beam") && nbeams == 1) snprintf(mode, sizeof mode, "greedy"); /* one beam: greedy */
   int nb = (int)G->beams, last = c->stage == c->nstages - 1, beam = !strcmp(mode, "beam");
   int64_t total = (int64_t)np + max_new;
@@ -359,6 +367,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   for (int k = 0; k < G->nkv; k++)
     if (G->kv_beam[k] * nb > tmp_n) tmp_n = G->kv_beam[k] * nb;
   if (nb > 1) tmp = xcalloc((size_t)tmp_n, 1);
+  uint64_t dtmp = c->dev && nb > 1 ? prt_dev_alloc(c->dev, (size_t)tmp_n, "beam search: a copy of the caches") : 0;
   if (say) {
     if (bpe && !print_ids) {
       char *text = bpe_decode(bpe, ids, np, &(size_t){0}, err, sizeof err);
@@ -373,10 +382,12 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   int64_t produced = 0;
   for (int64_t pos = 0; pos + 1 < total; pos++) {
     for (int b = 0; b < nb; b++) G->cur[b] = seq[(size_t)b * total + pos];
-    pipec_gen(c, c->arena, gen, (int)pos);
+    if (c->dev) pipec_gen_dev(c, c->darena, dgen, (int)pos);
+    else pipec_gen(c, c->arena, gen, (int)pos);
     if (pos + 1 < (int64_t)np) continue; /* still reading the prompt */
     if (last) {
       const float *lg = (const float *)(gen + G->logits_off);
+      if (c->dev) lg = prt_dev_in(c, dgen + G->logits_off, sizeof(float) * (size_t)nb * G->width, "the logits");
       if (vp) /* each tp rank's slice of the vocabulary in turn */
         for (int t = 0; t < c->tp; t++) {
           if (t == c->tp_rank) memcpy(part, lg, sizeof(float) * (size_t)nb * G->width);
@@ -394,7 +405,19 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
     if (moved) { /* beams continue other beams: their histories and caches follow */
       for (int b = 0; b < nb; b++) memcpy(seq2 + (size_t)b * total, seq + (size_t)msg[nb + b] * total, sizeof(int32_t) * (size_t)(pos + 1));
       memcpy(seq, seq2, sizeof(int32_t) * (size_t)nb * total);
-      for (int k = 0; k < G->nkv; k++) {
+      for (int k = 0; k < G->nkv && c->dev; k++) { /* the same copies on the device, through dtmp */
+        uint64_t base = (uint64_t)(uintptr_t)(dgen + G->kv_off[k]);
+        int64_t half = G->kv_beam[k] / 2, used = half / G->maxt * (pos + 1);
+        for (int b = 0; b < nb; b++)
+          for (int h = 0; h < 2; h++)
+            prt_dev_copy(c->dev, dtmp + (uint64_t)(b * G->kv_beam[k] + h * half), base + (uint64_t)(b * G->kv_beam[k] + h * half), (size_t)used,
+                         "beam search: the caches");
+        for (int b = 0; b < nb; b++)
+          for (int h = 0; h < 2; h++)
+            prt_dev_copy(c->dev, base + (uint64_t)(b * G->kv_beam[k] + h * half), dtmp + (uint64_t)(msg[nb + b] * G->kv_beam[k] + h * half),
+                         (size_t)used, "beam search: the caches");
+      }
+      for (int k = 0; k < G->nkv && !c->dev; k++) {
         char *base = gen + G->kv_off[k];
         int64_t half = G->kv_beam[k] / 2, used = half / G->maxt * (pos + 1); /* keys, then values, of positions 0..pos */
         for (int b = 0; b < nb; b++) /* only the positions written so far move */
@@ -439,6 +462,7 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
   prt_group_free(pipe);
   free(tp_index);
   bpe_free(bpe);
+  if (dtmp) prt_dev_free(c->dev, dtmp);
   free(gen), free(seq), free(seq2), free(G->cur), free(full), free(part), free(score), free(msg), free(tmp), free(ids);
   free(G->kv_off), free(G->kv_beam), free(G->prompt), free(G->weights), free((char *)G->none);
   g_gen = NULL;

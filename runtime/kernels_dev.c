@@ -334,6 +334,14 @@ void d_positions(int32_t *out, int N, int T) {
   launch(op, "pipec_positions", (unsigned)(gr > 8 * DEV_SMS ? 8 * DEV_SMS : gr), 256, ARGS(&out, &N, &T));
 }
 
+void d_positions_at(int32_t *out, int N, int pos) {
+  const char *op = "d_positions_at";
+  dev(op);
+  if (N <= 0) return;
+  long gr = (N + 255) / 256;
+  launch(op, "pipec_fill_int", (unsigned)(gr > 8 * DEV_SMS ? 8 * DEV_SMS : gr), 256, ARGS(&out, &N, &pos));
+}
+
 /* pipec_bias_act_forward with the identity: out = inp + bias; out may be inp */
 void d_bias_add(float *out, const float *inp, const float *bias, int N, int C) {
   const char *op = "d_bias_add";
@@ -383,6 +391,26 @@ void d_attention_forward(float *out, float *lse, const float *q, const float *k,
   KAttn pa = attn_check(op, a);
   launch3(op, "pipec_attention_forward_f32", (unsigned)((a->T + 15) / 16), (unsigned)a->NH, (unsigned)a->B, 128, 1,
           (unsigned)((80 * a->HS + 32) * 4), ARGS(&out, &lse, &q, &k, &v, &pa));
+}
+
+/* as k_attention_decode: per beam, the new key and value into the cache
+   (two copies), then the causal attention of one query over positions
+   0..pos of the cache */
+void d_attention_decode(float *out, float *lse, const float *q, const float *k, const float *v, float *kv, int pos, const KAttn *a) {
+  const char *op = "d_attention_decode";
+  dev(op);
+  const int kvw = a->NH_kv * a->HS;
+  const size_t beam = 2 * (size_t)a->Tk * (size_t)kvw;
+  if (a->T != 1 || pos < 0 || pos >= a->Tk) fail(op, "needs T = 1 and 0 <= pos < Tk (T %d, pos %d, Tk %d)", a->T, pos, a->Tk);
+  for (int b = 0; b < a->B; b++) {
+    float *kc = kv + (size_t)b * beam, *vc = kc + (size_t)a->Tk * kvw;
+    prt_dev_copy(g.d, (uint64_t)(uintptr_t)(kc + (size_t)pos * kvw), (uint64_t)(uintptr_t)(k + (size_t)b * a->kv_stride),
+                 sizeof(float) * (size_t)kvw, what_of(op));
+    prt_dev_copy(g.d, (uint64_t)(uintptr_t)(vc + (size_t)pos * kvw), (uint64_t)(uintptr_t)(v + (size_t)b * a->kv_stride),
+                 sizeof(float) * (size_t)kvw, what_of(op));
+    KAttn one = {1, 1, pos + 1, a->NH, a->NH_kv, a->HS, 0, a->q_stride, kvw, a->out_stride};
+    d_attention_forward(out + (size_t)b * a->out_stride, lse + (size_t)b * a->NH, q + (size_t)b * a->q_stride, kc, vc, &one);
+  }
 }
 
 /* dq (and delta = rowsum(dout * out), scratch) first, then dk, dv */

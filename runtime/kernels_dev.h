@@ -1,8 +1,7 @@
 /* kernels_dev.h — the device versions of the CPU kernels of lib/kernels.h,
  * for stage programs whose arena lives in GPU memory.
  *
- * For every k_X of lib/kernels.h (except k_set_threads, k_attention_decode
- * and k_positions_at) there is a d_X with the same C signature and the
+ * For every k_X of lib/kernels.h (except k_set_threads) there is a d_X with the same C signature and the
  * same semantics (what is accumulated, what is written, which arguments may
  * alias or be NULL), whose pointer arguments are device addresses (a
  * CUdeviceptr cast to float * or int32_t *). d_X enqueues the CUDA kernels
@@ -71,6 +70,7 @@ void d_softmax_backward(float *dinp, const float *dout, const float *out, int N,
 
 /* head size at most 128 (PIPEC_ATTN_MAX_HS of kernels/attention.cuh) */
 void d_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const KAttn *a);
+void d_attention_decode(float *out, float *lse, const float *q, const float *k, const float *v, float *kv, int pos, const KAttn *a);
 void d_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                           const float *q, const float *k, const float *v, const KAttn *a);
 
@@ -81,6 +81,7 @@ void d_sub(float *out, const float *a, const float *b, long n);
 void d_copy(float *out, const float *inp, long n);
 void d_scale_copy(float *out, const float *inp, long n, float s);
 void d_positions(int32_t *out, int N, int T);
+void d_positions_at(int32_t *out, int N, int pos);
 void d_bias_add(float *out, const float *inp, const float *bias, int N, int C);
 void d_bias_backward(float *dbias, const float *dout, int N, int C);
 

@@ -555,8 +555,8 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
     p->tied_group = prt_group_new(c->comm, m, p->nholders);
     free(m);
   }
-  /* the device: a GPU when every rank has one, else the CPU; generation runs on the CPU */
-  if (!gen_argv) prt_dev_start(c, prefix);
+  /* the device: a GPU when every rank has one, else the CPU */
+  prt_dev_start(c, prefix, gen_argv != NULL);
   const char *th = getenv("PIPEC_THREADS");
   long cores = sysconf(_SC_NPROCESSORS_ONLN), threads = th ? atol(th) : cores / (c->env.local_world > 0 ? c->env.local_world : 1);
   k_set_threads(threads < 1 ? 1 : (int)threads);
@@ -577,6 +577,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
   }
   if (gen_argv) {
     int rc = prt_generate(c, manifest, gen_argc, gen_argv);
+    prt_dev_end(c);
     ctx_free(c);
     return rc;
   }

@@ -31,7 +31,7 @@ static const PrtBlob *blob(const char *name) {
 /* between polls of a stream: a lost peer ends this rank too (NCCL would wait for it forever) */
 static void watch(void *ctx) { prt_comm_poll(((PrtCtx *)ctx)->comm); }
 
-void prt_dev_start(PrtCtx *c, const char *prefix) {
+void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
   char why[512];
   int me = c->env.rank;
   PrtDevice *d = prt_device_open(me, c->env.local_rank, why, sizeof why);
@@ -80,7 +80,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix) {
     if (c->dp > 1 && !c->templates) c->nccl_dp = prt_nccl_split(c->nccl, c->rk_pp[me] * 4096 + c->rk_tp[me], me);
   }
   if (me == 0) {
-    fprintf(stderr, "pipec: rank 0: %s; the stage programs run on the GPU", why);
+    fprintf(stderr, "pipec: rank 0: %s; the stage programs %s on the GPU", why, gen ? "generate" : "run");
     if (nccl) fprintf(stderr, ", NCCL %s", c->world > 1 ? "for all-reduces (pipeline neighbours through the host transport)" : "communicator of 1 rank");
     else if (c->world > 1) fprintf(stderr, ", communicating through the host transport (ranks share a GPU, which NCCL refuses)");
     fprintf(stderr, "\n");
@@ -127,9 +127,18 @@ void prt_dev_op(void *ctx, const char *module) {
 
 void *prt_dev_mirror(PrtCtx *c, const void *p, size_t bytes) {
   const char *q = p;
-  if (q < c->darena || q + bytes > c->darena + c->total)
-    prt_die(c, "internal error: %zu bytes at device address %p are outside the arena", bytes, p);
-  return c->arena + (q - c->darena);
+  if (q >= c->darena && q + bytes <= c->darena + c->total) return c->arena + (q - c->darena);
+  if (c->dgen && q >= c->dgen && q + bytes <= c->dgen + c->gen_bytes) return c->hgen + (q - c->dgen);
+  prt_die(c, "internal error: %zu bytes at device address %p are outside the arena", bytes, p);
+}
+
+char *prt_dev_gen_region(PrtCtx *c, char *host, int64_t bytes) {
+  char what[200];
+  snprintf(what, sizeof what, "%s stage %d: generation's caches (%lld bytes)", c->model, c->stage, (long long)bytes);
+  c->dgen = (char *)(uintptr_t)prt_dev_alloc(c->dev, (size_t)bytes, what);
+  prt_dev_memset(c->dev, (uint64_t)(uintptr_t)c->dgen, 0, (size_t)bytes, what);
+  c->hgen = host, c->gen_bytes = bytes;
+  return c->dgen;
 }
 
 void *prt_dev_in(PrtCtx *c, const void *p, size_t bytes, const char *what) {
@@ -162,7 +171,8 @@ void prt_dev_end(PrtCtx *c) {
   prt_dev_sync(c->dev, "the end of the run");
   prt_nccl_free(c->nccl_tp), prt_nccl_free(c->nccl_dp), prt_nccl_free(c->nccl);
   prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->darena);
+  prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->dgen);
   prt_dev_kernels_bind(NULL, NULL);
   prt_device_close(c->dev);
-  c->dev = NULL, c->darena = NULL, c->nccl = c->nccl_tp = c->nccl_dp = NULL;
+  c->dev = NULL, c->darena = c->dgen = c->hgen = NULL, c->nccl = c->nccl_tp = c->nccl_dp = NULL;
 }

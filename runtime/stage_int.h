@@ -76,6 +76,8 @@ struct PrtCtx {
   /* the GPU (runtime/stage_dev.c); dev NULL: the CPU runs the steps on `arena` */
   struct PrtDevice *dev;
   char *darena;                            /* the arena in device memory; `arena` is its host mirror */
+  char *dgen, *hgen;                       /* generation's region on the device, and its host mirror */
+  int64_t gen_bytes;
   struct PrtNccl *nccl, *nccl_tp, *nccl_dp; /* NULL: that communication goes through the host transport */
 };
 
@@ -125,13 +127,14 @@ void prt_ckpt_after_step(PrtCtx *c, int64_t s);
  * crossing the host (the host transport, token ids, losses) passes through
  * the mirror of the device bytes it belongs to, so no buffer is allocated
  * per call. */
-void prt_dev_start(PrtCtx *c, const char *prefix);
+void prt_dev_start(PrtCtx *c, const char *prefix, int generating);
 void prt_dev_push(PrtCtx *c); /* the whole host arena to the device */
 void prt_dev_pull(PrtCtx *c); /* parameters and optimizer state to the host */
 void prt_dev_end(PrtCtx *c);
 double prt_dev_gemm_rate(PrtCtx *c); /* this rank's GPU, FLOP/s of fp32 GEMMs */
 void prt_dev_op(void *ctx, const char *module); /* called by the generated device code: the module that runs */
-void *prt_dev_mirror(PrtCtx *c, const void *dev_ptr, size_t bytes); /* the host mirror of device arena bytes */
+void *prt_dev_mirror(PrtCtx *c, const void *dev_ptr, size_t bytes); /* the host mirror of device arena (or generation) bytes */
+char *prt_dev_gen_region(PrtCtx *c, char *host, int64_t bytes); /* generation's region on the device, zeroed; host: its mirror */
 void *prt_dev_in(PrtCtx *c, const void *dev_ptr, size_t bytes, const char *what); /* downloaded into the mirror */
 void prt_dev_out(PrtCtx *c, void *dev_ptr, const void *host, size_t bytes, const char *what); /* uploaded */
 

@@ -218,6 +218,9 @@ static void case_embedding(void) {
   k_positions(pos, N, T);
   d_positions(pos_d, N, T);
   compare_i32("positions", pos_d, pos, N);
+  k_positions_at(pos, N, 13);
+  d_positions_at(pos_d, N, 13);
+  compare_i32("positions_at", pos_d, pos, N);
   end_case();
 }
 
@@ -475,6 +478,28 @@ static void case_attention(void) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) attention_one(&cases[i]);
 }
 
+/* one decoding step per position with a KV cache of Tk positions, 3 beams, GQA:
+   the output and the cache (keys and values appended at pos) */
+static void case_attention_decode(void) {
+  const int B = 3, NH = 4, NH_kv = 2, HS = 16, Tk = 9, kvw = NH_kv * HS, C = NH * HS, qs = C + 2 * kvw;
+  KAttn a = {B, 1, Tk, NH, NH_kv, HS, 1, qs, qs, C};
+  size_t ncache = (size_t)B * 2 * Tk * kvw;
+  float *cache = rnd(ncache, -1, 1), *cache_d = dev_f(cache, ncache);
+  float *out = hmalloc(sizeof(float) * B * C), *lse = hmalloc(sizeof(float) * B * NH);
+  float *out_d = dev_nan((size_t)B * C), *lse_d = dev_nan((size_t)B * NH);
+  for (int pos = 0; pos < Tk; pos += 4) {
+    float *qkv = rnd((size_t)B * qs, -1, 1), *qkv_d = dev_f(qkv, (size_t)B * qs);
+    k_attention_decode(out, lse, qkv, qkv + C, qkv + C + kvw, cache, pos, &a);
+    d_attention_decode(out_d, lse_d, qkv_d, qkv_d + C, qkv_d + C + kvw, cache_d, pos, &a);
+    char name[64];
+    snprintf(name, sizeof name, "attention_decode out, pos %d", pos);
+    COMPARE(name, out_d, out, (size_t)B * C);
+    snprintf(name, sizeof name, "attention_decode cache, pos %d", pos);
+    COMPARE(name, cache_d, cache, ncache);
+  }
+  end_case();
+}
+
 static void case_crossentropy(void) {
   const int N = 13, V = 67;
   const float scale = 1.0f / 11;
@@ -628,7 +653,8 @@ static int run_all(void) {
       {"layernorm", case_layernorm},   {"rmsnorm", case_rmsnorm},
       {"activation", case_activation}, {"elementwise", case_elementwise},
       {"dropout", case_dropout},       {"softmax", case_softmax},
-      {"attention", case_attention},   {"crossentropy", case_crossentropy},
+      {"attention", case_attention},   {"attention_decode", case_attention_decode},
+      {"crossentropy", case_crossentropy},
       {"vocab_parallel", case_vocab_parallel}, {"optimizer", case_optimizer},
       {"what", case_what},
   };

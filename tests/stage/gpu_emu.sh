@@ -11,6 +11,7 @@
 #    the validation loss;
 #  - 2 ranks (pp 2) sharing the one emulated GPU: the host transport, the
 #    same losses; and the line saying so;
+#  - generation (greedy, beam search, top-k) gives the CPU's tokens;
 #  - a failing kernel launch stops with one line naming the call, the stage,
 #    the .pipe module and the kernel;
 #  - a job where one rank has no GPU runs on the CPU and says so;
@@ -34,7 +35,8 @@ model() { # NAME PP
   sed -e 's/context = 64   dim = 64   heads = 4   depth = 4/context = 16   dim = 32   heads = 2   depth = 2/' \
       -e "s/layers.2: BEGINNING/layers.1: BEGINNING/" -e "s/tp = 2   pp = 2/tp = 1   pp = $2/" -e "$3" \
       -e 's/batch = 8   microbatches = 4   seq = 64/batch = 4   microbatches = 2   seq = 16/' \
-      -e 's/steps = 10/steps = 4/' -e 's/vocab = 512/vocab = 128/' "$src/models/gpt2-tiny.pipe" >"$1.pipe"
+      -e 's/steps = 10/steps = 4/' -e 's/vocab = 512/vocab = 128/' -e 's/sampling = greedy/sampling = beam(2)/' \
+      "$src/models/gpt2-tiny.pipe" >"$1.pipe"
   "$pipec" "$1.pipe" -o "$1" >"$1.build" 2>&1 || { bad "$1 compiles"; cat "$1.build"; }
 }
 model one 1 '/^split/d'
@@ -144,6 +146,19 @@ if [ "$emu" != system ]; then
     ok "a rank waiting on its GPU when its peer dies ends, naming it (status $rc)" || bad "lost peer: status $rc, $(tail -3 lost1.err)"
 fi
 
+# generation on the GPU: the same tokens as on the CPU (greedy, beam search, top-k with a seed)
+for b in one two; do
+  np=1
+  [ $b = two ] && np=2
+  for smp in greedy beam:2 top_k:5; do
+    run "gen-$b-$smp-cpu" cpu $np $b --generate --prompt-ids 5,17,30 --max-new-tokens 8 --ids --sampling $smp --seed 3
+    run "gen-$b-$smp-emu" emu $np $b --generate --prompt-ids 5,17,30 --max-new-tokens 8 --ids --sampling $smp --seed 3
+    a=$(grep "generated ids" "gen-$b-$smp-cpu.out") e=$(grep "generated ids" "gen-$b-$smp-emu.out")
+    [ -n "$a" ] && [ "$a" = "$e" ] && grep -q "generate on the GPU" "gen-$b-$smp-emu.err" &&
+      ok "$np rank(s), $smp: the GPU generates the CPU's tokens ($a)" || bad "generation $b $smp: cpu '$a', gpu '$e'"
+  done
+done
+
 # a checkpoint from the GPU, resumed on the CPU
 run emu-save emu 1 one --data data.bin --stop-after 2 --save ck
 run cpu-resume cpu 1 one --data data.bin --resume ck
@@ -156,5 +171,10 @@ a, b = steps(sys.argv[1]), steps(sys.argv[2])
 print(a, b)
 sys.exit(0 if a and min(a) == 3 and all(abs(a[s] - b[s]) <= float(sys.argv[3]) * b[s] for s in a) else 1)
 EOF
+# beam search from the GPU checkpoint (its beams change places: the caches are reordered on the device)
+run gen-ck-cpu cpu 1 one --generate --weights ck --prompt-ids 5,17,30,9,100 --max-new-tokens 10 --ids --sampling beam:2
+run gen-ck-emu emu 1 one --generate --weights ck --prompt-ids 5,17,30,9,100 --max-new-tokens 10 --ids --sampling beam:2
+a=$(grep "generated ids" gen-ck-cpu.out) e=$(grep "generated ids" gen-ck-emu.out)
+[ -n "$a" ] && [ "$a" = "$e" ] && ok "beam search from the checkpoint: the GPU's tokens are the CPU's ($a)" || bad "beam from ck: cpu '$a', gpu '$e'"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
