@@ -10,6 +10,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* the generated device code calls d_X with k_X's signature (compiler/llvmgen.c): keep them the same */
+#define SAME_SIGNATURE(x) \
+  _Static_assert(__builtin_types_compatible_p(__typeof__(k_##x), __typeof__(d_##x)), "d_" #x " must have k_" #x "'s signature");
+SAME_SIGNATURE(matmul_forward)
+SAME_SIGNATURE(matmul_backward_input)
+SAME_SIGNATURE(matmul_backward_weight)
+SAME_SIGNATURE(embedding_forward)
+SAME_SIGNATURE(embedding_backward)
+SAME_SIGNATURE(layernorm_forward)
+SAME_SIGNATURE(layernorm_backward)
+SAME_SIGNATURE(residual_layernorm_forward)
+SAME_SIGNATURE(rmsnorm_forward)
+SAME_SIGNATURE(rmsnorm_backward)
+SAME_SIGNATURE(act_forward)
+SAME_SIGNATURE(act_backward)
+SAME_SIGNATURE(bias_act_forward)
+SAME_SIGNATURE(add)
+SAME_SIGNATURE(mul)
+SAME_SIGNATURE(accumulate)
+SAME_SIGNATURE(dropout_forward)
+SAME_SIGNATURE(dropout_backward)
+SAME_SIGNATURE(softmax_forward)
+SAME_SIGNATURE(softmax_backward)
+SAME_SIGNATURE(attention_forward)
+SAME_SIGNATURE(attention_decode)
+SAME_SIGNATURE(attention_backward)
+SAME_SIGNATURE(crossentropy_forward_backward)
+SAME_SIGNATURE(sub)
+SAME_SIGNATURE(copy)
+SAME_SIGNATURE(scale_copy)
+SAME_SIGNATURE(positions)
+SAME_SIGNATURE(positions_at)
+SAME_SIGNATURE(bias_add)
+SAME_SIGNATURE(bias_backward)
+SAME_SIGNATURE(vp_embedding_forward)
+SAME_SIGNATURE(vp_embedding_backward)
+SAME_SIGNATURE(vp_rowmax)
+SAME_SIGNATURE(vp_sumexp)
+SAME_SIGNATURE(vp_xent_forward)
+SAME_SIGNATURE(vp_xent_backward)
+SAME_SIGNATURE(adamw)
+SAME_SIGNATURE(sumsq)
+SAME_SIGNATURE(scale)
+
 #define DEV_SMS 132     /* streaming multiprocessors assumed when sizing grids */
 #define COLSUM_ROWS 16  /* blockDim.y of the column-sum stage 1: block (32, 16) */
 #define ATTN_MAX_HS 128 /* PIPEC_ATTN_MAX_HS of kernels/attention.cuh */
