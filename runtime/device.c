@@ -139,6 +139,7 @@ enum {
   CUBLAS_OP_T = 1,
   CUBLAS_COMPUTE_32F = 68,
   CUBLAS_COMPUTE_32F_FAST_TF32 = 77,
+  CUBLAS_COMPUTE_32F_FAST_16BF = 75,
   CUDA_R_32F = 0,
   CUDA_R_16BF = 14,
   CUBLASLT_MATMUL_DESC_TRANSA = 3,
@@ -788,7 +789,7 @@ static unsigned ptr_align(uint64_t p) {
   return a;
 }
 
-static const char *const dtype_names[] = {"fp32", "tf32", "bf16", "bf16->fp32"};
+static const char *const dtype_names[] = {"fp32", "tf32", "bf16", "bf16->fp32", "fp32 (bf16 tensor cores)"};
 
 static GemmPlan *gemm_plan(PrtDevice *d, int m, int n, int k, int ta, int tb, int dtype, uint64_t A, uint64_t B,
                            uint64_t C, uint64_t bias, const char *w) {
@@ -816,9 +817,10 @@ static GemmPlan *gemm_plan(PrtDevice *d, int m, int n, int k, int ta, int tb, in
   p->m = m, p->n = n, p->k = k, p->ta = ta, p->tb = tb, p->dtype = dtype, p->has_bias = has_bias;
   memcpy(p->align, align, sizeof align);
 
-  int in_type = dtype >= PRT_GEMM_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  int in_type = dtype == PRT_GEMM_BF16 || dtype == PRT_GEMM_BF16_F32OUT ? CUDA_R_16BF : CUDA_R_32F;
   int out_type = dtype == PRT_GEMM_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-  int compute = dtype == PRT_GEMM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  int compute = dtype == PRT_GEMM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                : dtype == PRT_GEMM_F32_FAST_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
   const int rank = d->rank;
   /* Row-major C (m x n) is column-major C^T (n x m, ld n), and
    *   C^T = op(B)^T (n x k) @ op(A)^T (k x m),
@@ -883,8 +885,8 @@ void prt_gemm_ex(PrtDevice *d, uint64_t C, uint64_t A, int transa, uint64_t B, i
   char w[640];
   snprintf(w, sizeof w, "%s: C(%dx%d) = A%s(%dx%d) @ B%s(%dx%d)%s%s, %s", nz(what), m, n, transa ? "^T" : "", m, k,
            transb ? "^T" : "", k, n, beta != 0.0f ? " + beta*C" : "", bias ? " + bias" : "",
-           dtype >= 0 && dtype <= PRT_GEMM_BF16_F32OUT ? dtype_names[dtype] : "?");
-  if (dtype < PRT_GEMM_F32 || dtype > PRT_GEMM_BF16_F32OUT)
+           dtype >= 0 && dtype <= PRT_GEMM_F32_FAST_BF16 ? dtype_names[dtype] : "?");
+  if (dtype < PRT_GEMM_F32 || dtype > PRT_GEMM_F32_FAST_BF16)
     die(d->rank, "cuBLASLt error in prt_gemm (%s): unknown dtype %d", w, dtype);
   if (m < 0 || n < 0 || k <= 0)
     die(d->rank, "cuBLASLt error in prt_gemm (%s): CUBLAS_STATUS_INVALID_VALUE: invalid shape", w);

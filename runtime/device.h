@@ -110,7 +110,9 @@ enum {
   PRT_GEMM_F32 = 0,        /* A, B, C, bias fp32; fp32 compute */
   PRT_GEMM_TF32 = 1,       /* A, B, C, bias fp32; tf32 tensor cores, fp32 accumulate */
   PRT_GEMM_BF16 = 2,       /* A, B, C, bias bf16; fp32 accumulate */
-  PRT_GEMM_BF16_F32OUT = 3 /* A, B bf16; C, bias fp32; fp32 accumulate */
+  PRT_GEMM_BF16_F32OUT = 3, /* A, B bf16; C, bias fp32; fp32 accumulate */
+  PRT_GEMM_F32_FAST_BF16 = 4 /* A, B, C, bias fp32; inputs rounded to bf16 for the tensor cores, fp32 accumulate
+                                (CUBLAS_COMPUTE_32F_FAST_16BF) */
 };
 void prt_gemm(PrtDevice *d, uint64_t C, uint64_t A, uint64_t B, uint64_t bias, int m, int n, int k, int dtype, const char *what);
 /* The general form, for the backward GEMMs (row-major throughout):

@@ -69,7 +69,10 @@ static struct {
   PrtModule *m;
   char what[256];             /* the caller's, or "" */
   Scratch part, sumsq, delta; /* column-sum partials, sum-of-squares partials, attention's delta */
+  int gemm;                   /* the GEMMs' PRT_GEMM_* (fp32 storage either way) */
 } g;
+
+void prt_dev_kernels_gemm(int dtype) { g.gemm = dtype; }
 
 /* ------------------------------------------------------------- binding */
 
@@ -198,7 +201,7 @@ void d_matmul_forward(float *out, const float *inp, const float *weight, const f
     if (bias) launch(op, "pipec_matmul_bias_forward_f32", warp_rows(N), 256, ARGS(&out, &bias, &N, &OC));
     return;
   }
-  prt_gemm(d, DPTR(out), DPTR(inp), DPTR(weight), DPTR(bias), N, OC, C, PRT_GEMM_F32, what_of(op));
+  prt_gemm(d, DPTR(out), DPTR(inp), DPTR(weight), DPTR(bias), N, OC, C, g.gemm, what_of(op));
 }
 
 void d_matmul_backward_input(float *dinp, const float *dout, const float *weight, int N, int C, int OC) {
@@ -210,7 +213,7 @@ void d_matmul_backward_input(float *dinp, const float *dout, const float *weight
     return;
   }
   /* dinp (N x C) = dout (N x OC) @ weight (OC x C) */
-  prt_gemm_ex(d, DPTR(dinp), DPTR(dout), 0, DPTR(weight), 0, 0, N, C, OC, 0.0f, PRT_GEMM_F32, what_of(op));
+  prt_gemm_ex(d, DPTR(dinp), DPTR(dout), 0, DPTR(weight), 0, 0, N, C, OC, 0.0f, g.gemm, what_of(op));
 }
 
 void d_matmul_backward_weight(float *dweight, float *dbias, const float *dout, const float *inp, int N, int C, int OC) {
@@ -219,7 +222,7 @@ void d_matmul_backward_weight(float *dweight, float *dbias, const float *dout, c
   if (N <= 0 || OC <= 0) return;
   /* dweight (OC x C) += dout^T (dout stored N x OC) @ inp (N x C) */
   if (C > 0)
-    prt_gemm_ex(d, DPTR(dweight), DPTR(dout), 1, DPTR(inp), 0, 0, OC, C, N, 1.0f, PRT_GEMM_F32, what_of(op));
+    prt_gemm_ex(d, DPTR(dweight), DPTR(dout), 1, DPTR(inp), 0, 0, OC, C, N, 1.0f, g.gemm, what_of(op));
   if (dbias) colsum(op, "pipec_matmul_backward_bias_f32", ARGS(&dout, &N, &OC), 3, N, OC, 1, (float *[]){dbias});
 }
 

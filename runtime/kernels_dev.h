@@ -36,6 +36,10 @@ void prt_dev_kernels_bind(PrtDevice *d, PrtModule *lib);
  * print, is "<what>: d_X" from then on, or just "d_X" when what is NULL or
  * empty. The text is copied. */
 void prt_dev_kernels_what(const char *what);
+/* The GEMMs' arithmetic: PRT_GEMM_F32 (the default) or PRT_GEMM_TF32 /
+ * PRT_GEMM_F32_FAST_BF16 (fp32 storage, the tensor cores' rounding of the
+ * inputs). */
+void prt_dev_kernels_gemm(int dtype);
 
 void d_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
 void d_matmul_backward_input(float *dinp, const float *dout, const float *weight, int N, int C, int OC);

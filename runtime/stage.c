@@ -613,7 +613,7 @@ int prt_stage_main(int argc, char **argv, const char *manifest, PrtStepFn step) 
            c->model, c->world, c->world == 1 ? "" : "s", layout, (long long)c->steps, (long long)c->batch, (long long)c->seq, (long long)c->total,
            c->data_glob ? c->data_glob : "synthetic", (long long)c->train_tokens.len, c->val_glob ? ", validation " : "",
            c->val_glob ? c->val_glob : "", c->peak_flops / 1e9,
-           c->dev ? "the GEMM rate of each GPU, fp32" : "sgemm on all cores of each machine");
+           c->dev ? "the GEMM rate of each GPU, as the steps run their GEMMs" : "sgemm on all cores of each machine");
   if (logger && strcmp(c->precision, "fp32"))
     printf("pipec: precision %s is for the GPU; these stage programs run on the CPU and compute in fp32\n", c->precision);
   fflush(stdout);

@@ -85,8 +85,11 @@ void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
     else if (c->world > 1) fprintf(stderr, ", communicating through the host transport (ranks share a GPU, which NCCL refuses)");
     fprintf(stderr, "\n");
   }
-  if (strcmp(c->precision, "fp32") && me == 0)
-    printf("pipec: precision %s: this build computes in fp32 on the GPU too\n", c->precision);
+  /* bf16: the GEMMs on the bf16 tensor cores (inputs rounded to bf16, fp32 accumulation and storage) */
+  int bf16 = !strcmp(c->precision, "bf16");
+  prt_dev_kernels_gemm(bf16 ? PRT_GEMM_F32_FAST_BF16 : PRT_GEMM_F32);
+  if (bf16 && me == 0)
+    printf("pipec: precision bf16: GEMMs on the bf16 tensor cores; activations, weights and the other kernels in fp32\n");
 }
 
 /* FLOP/s of this rank's GPU: the best of 4 timed fp32 GEMMs (n^3) after a

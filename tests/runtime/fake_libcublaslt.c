@@ -3,7 +3,8 @@
  * resolves, computing on host memory with cuBLASLt's documented semantics
  * (column-major, D = alpha op(A) op(B) + beta C [+ bias per row of D], C
  * not read when beta is 0, fp32 or bf16 storage, fp32 accumulation, inputs
- * rounded to tf32 under CUBLAS_COMPUTE_32F_FAST_TF32). The shapes are
+ * rounded to tf32 under CUBLAS_COMPUTE_32F_FAST_TF32, to bf16 under
+ * CUBLAS_COMPUTE_32F_FAST_16BF). The shapes are
  * checked as the real library checks them, so a wrong row-/column-major
  * mapping fails here. FAKE_LT_FAIL=SYM:N makes SYM return status N.
  * fake_lt_*() let the test look inside. Includes no CUDA header. */
@@ -16,7 +17,7 @@ typedef int cublasStatus_t;
 #define EXPORT __attribute__((visibility("default")))
 
 enum { OK = 0, INVALID_VALUE = 7, NOT_SUPPORTED = 15 };
-enum { R_32F = 0, R_16BF = 14, COMPUTE_32F = 68, COMPUTE_32F_FAST_TF32 = 77 };
+enum { R_32F = 0, R_16BF = 14, COMPUTE_32F = 68, COMPUTE_32F_FAST_16BF = 75, COMPUTE_32F_FAST_TF32 = 77 };
 
 typedef struct {
   int compute, scale;
@@ -98,7 +99,7 @@ EXPORT cublasStatus_t cublasLtCreate(void **h) {
 EXPORT cublasStatus_t cublasLtDestroy(void *h) { return object_free(h); }
 
 EXPORT cublasStatus_t cublasLtMatmulDescCreate(void **d, int compute, int scale) {
-  if (compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_TF32) return NOT_SUPPORTED;
+  if (compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_TF32 && compute != COMPUTE_32F_FAST_16BF) return NOT_SUPPORTED;
   if (scale != R_32F) return INVALID_VALUE;
   Desc *x = object(sizeof *x);
   x->compute = compute, x->scale = scale, x->epilogue = 1;
@@ -148,7 +149,7 @@ static cublasStatus_t check(const Desc *x, const Layout *a, const Layout *b, con
   if (c->rows != d->rows || c->cols != d->cols || c->type != d->type) return INVALID_VALUE;
   if (a->type != b->type) return NOT_SUPPORTED;
   if (a->type == R_32F && d->type != R_32F) return NOT_SUPPORTED;
-  if (x->compute == COMPUTE_32F_FAST_TF32 && a->type != R_32F) return NOT_SUPPORTED;
+  if ((x->compute == COMPUTE_32F_FAST_TF32 || x->compute == COMPUTE_32F_FAST_16BF) && a->type != R_32F) return NOT_SUPPORTED;
   if (x->epilogue != 1 && x->epilogue != 4) return NOT_SUPPORTED;
   return OK;
 }
@@ -223,6 +224,7 @@ EXPORT cublasStatus_t cublasLtMatmul(void *h, void *desc, const void *alpha, con
         float av = load(A, a->type, x->ta ? p + i * (uint64_t)a->ld : i + p * (uint64_t)a->ld);
         float bv = load(B, b->type, x->tb ? j + p * (uint64_t)b->ld : p + j * (uint64_t)b->ld);
         if (x->compute == COMPUTE_32F_FAST_TF32) av = tf32(av), bv = tf32(bv);
+        if (x->compute == COMPUTE_32F_FAST_16BF) av = bf16_to_f(f_to_bf16(av)), bv = bf16_to_f(f_to_bf16(bv));
         acc += (double)av * (double)bv;
       }
       float v = al * (float)acc;

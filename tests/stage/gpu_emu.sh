@@ -11,6 +11,7 @@
 #    the validation loss;
 #  - 2 ranks (pp 2) sharing the one emulated GPU: the host transport, the
 #    same losses; and the line saying so;
+#  - precision bf16 (GEMMs on bf16 tensor cores) stays within 1e-3 of fp32;
 #  - generation (greedy, beam search, top-k) gives the CPU's tokens;
 #  - a failing kernel launch stops with one line naming the call, the stage,
 #    the .pipe module and the kernel;
@@ -93,6 +94,22 @@ r=$(same emu1 cpu1) && ok "1 rank on the GPU = the CPU ($r)" || bad "1 rank GPU 
 grep -q "the stage programs run on the GPU, NCCL communicator of 1 rank" emu1.err && ok "it says it runs on the GPU, with NCCL" ||
   bad "no GPU line: $(head -3 emu1.err)"
 grep -q "running on the CPU" cpu1.err && ok "PIPEC_DEVICE=cpu keeps it on the CPU" || bad "cpu: $(head -3 cpu1.err)"
+
+# precision bf16: the GEMMs round their inputs to bf16 on the GPU (tensor cores), so the losses move
+# a little from the CPU's fp32 ones, but not far
+sed 's/precision = fp32/precision = bf16/' one.pipe >onebf.pipe
+"$pipec" onebf.pipe -o onebf >onebf.build 2>&1 || bad "the bf16 model compiles"
+run emubf emu 1 onebf --data data.bin
+python3 - emubf.out cpu1.out <<'EOF' && ok "bf16 GEMMs: within 1e-3 of fp32, and not equal to it" || bad "bf16 on the GPU"
+import re, sys
+def rows(p):
+    return [(float(m[1]), float(m[2])) for m in (re.match(r"step\s+\d+/\d+ \| loss ([\d.]+) \| lr \S+ \| norm ([\d.]+)", l) for l in open(p)) if m]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+d = [abs(x[0] - y[0]) / y[0] for x, y in zip(a, b)]
+print(d)
+sys.exit(0 if len(a) == len(b) == 4 and max(d) <= 1e-3 and max(d) > 0 else 1)
+EOF
+grep -q "precision bf16: GEMMs on the bf16 tensor cores" emubf.out && ok "it says where bf16 is used" || bad "bf16 line: $(head -2 emubf.out)"
 
 run cpu2 cpu 2 two --data data.bin
 run emu2 emu 2 two --data data.bin
