@@ -70,6 +70,8 @@ static struct {
   CUresult (*MemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
   CUresult (*MemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
   CUresult (*MemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
+  CUresult (*MemHostRegister)(void *, size_t, unsigned);
+  CUresult (*MemHostUnregister)(void *);
   CUresult (*ModuleLoadDataEx)(CUmodule *, const void *, unsigned, int *, void **);
   CUresult (*ModuleUnload)(CUmodule);
   CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
@@ -112,6 +114,8 @@ static const Sym cu_syms[] = {
     {"cuMemcpyDtoHAsync_v2", SLOT(cu.MemcpyDtoHAsync)},
     {"cuMemcpyDtoDAsync_v2", SLOT(cu.MemcpyDtoDAsync)},
     {"cuMemsetD8Async", SLOT(cu.MemsetD8Async)},
+    {"cuMemHostRegister_v2", SLOT(cu.MemHostRegister)},
+    {"cuMemHostUnregister", SLOT(cu.MemHostUnregister)},
     {"cuModuleLoadDataEx", SLOT(cu.ModuleLoadDataEx)},
     {"cuModuleUnload", SLOT(cu.ModuleUnload)},
     {"cuModuleGetFunction", SLOT(cu.ModuleGetFunction)},
@@ -655,6 +659,14 @@ void prt_dev_download(PrtDevice *d, void *dst, uint64_t src, size_t bytes, const
 
 void prt_dev_copy(PrtDevice *d, uint64_t dst, uint64_t src, size_t bytes, const char *what) {
   if (bytes && dst != src) CU(d, cu.MemcpyDtoDAsync(dst, src, bytes, d->compute), "cuMemcpyDtoDAsync", what);
+}
+
+int prt_dev_host_register(PrtDevice *d, void *p, size_t bytes) {
+  return bytes && cu.MemHostRegister(p, bytes, 0) == CUDA_SUCCESS ? 0 : -1;
+}
+
+void prt_dev_host_unregister(PrtDevice *d, void *p) {
+  if (p) CU(d, cu.MemHostUnregister(p), "cuMemHostUnregister", "host memory");
 }
 
 void prt_dev_memset(PrtDevice *d, uint64_t dst, int byte, size_t bytes, const char *what) {

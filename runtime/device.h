@@ -85,6 +85,11 @@ void prt_device_watch(PrtDevice *d, void (*watch)(void *), void *arg, double tim
 /* on the compute stream, in order with kernels (no wait on the host) */
 void prt_dev_copy(PrtDevice *d, uint64_t dst, uint64_t src, size_t bytes, const char *what);
 void prt_dev_memset(PrtDevice *d, uint64_t dst, int byte, size_t bytes, const char *what);
+/* page-locks host memory (cuMemHostRegister) so copies to and from it run
+ * at full speed: 0, or -1 when the driver declines (the memory stays usable,
+ * its copies only slower); unregister before freeing it */
+int prt_dev_host_register(PrtDevice *d, void *p, size_t bytes);
+void prt_dev_host_unregister(PrtDevice *d, void *p);
 
 /* kernels: cubin for `sm` (may be NULL) and PTX fallback (NUL-terminated,
  * may be NULL when the cubin is enough); modules live until

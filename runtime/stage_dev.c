@@ -72,6 +72,7 @@ void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
   c->darena = (char *)(uintptr_t)prt_dev_alloc(d, (size_t)c->total, what);
   c->dev = d;
   prt_device_watch(d, watch, c, c->env.timeout_s);
+  c->pinned = 0; /* the host mirror is page-locked once the runtime has it (prt_dev_push) */
   /* NCCL when each GPU has one rank (it refuses two); tp and dp groups by split */
   int nccl = on[1] == 0; /* (one rank too: the job's communicator exists, as it would with more) */
   if (nccl) {
@@ -156,6 +157,8 @@ void prt_dev_out(PrtCtx *c, void *p, const void *h, size_t bytes, const char *wh
 }
 
 void prt_dev_push(PrtCtx *c) {
+  if (c->dev && !c->pinned) /* copies through the mirror at full speed; without it they still work, slower */
+    c->pinned = !prt_dev_host_register(c->dev, c->arena, (size_t)c->total);
   if (c->dev) prt_dev_upload(c->dev, (uint64_t)(uintptr_t)c->darena, c->arena, (size_t)c->total, "the arena to the GPU");
 }
 
@@ -172,6 +175,8 @@ void prt_dev_pull(PrtCtx *c) {
 void prt_dev_end(PrtCtx *c) {
   if (!c->dev) return;
   prt_dev_sync(c->dev, "the end of the run");
+  if (c->pinned) prt_dev_host_unregister(c->dev, c->arena);
+  c->pinned = 0;
   prt_nccl_free(c->nccl_tp), prt_nccl_free(c->nccl_dp), prt_nccl_free(c->nccl);
   prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->darena);
   prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->dgen);

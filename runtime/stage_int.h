@@ -78,6 +78,7 @@ struct PrtCtx {
   char *darena;                            /* the arena in device memory; `arena` is its host mirror */
   char *dgen, *hgen;                       /* generation's region on the device, and its host mirror */
   int64_t gen_bytes;
+  int pinned; /* the host arena is page-locked for the device's copies */
   struct PrtNccl *nccl, *nccl_tp, *nccl_dp; /* NULL: that communication goes through the host transport */
 };
 

@@ -29,32 +29,32 @@ typedef struct Group {
   const char *name;
   const char *dep;        /* a header needed between common.cuh and this one, or NULL */
   const char *entries[6]; /* entry points, without the _f32 / _bf16 suffix */
-  const char *untyped;    /* an entry with no suffix (PIPEC_<NAME>_UNTYPED_ENTRIES), or NULL */
+  const char *untyped[2]; /* entries with no suffix (PIPEC_<NAME>_UNTYPED_ENTRIES), or none */
 } Group;
 
 static const Group groups[] = {
-    {"activation", NULL, {"act_forward", "act_backward", "bias_act_forward"}, NULL},
+    {"activation", NULL, {"act_forward", "act_backward", "bias_act_forward"}, {NULL}},
     {"layernorm",
      NULL,
      {"layernorm_forward", "residual_layernorm_forward", "layernorm_backward_input", "layernorm_backward_params"},
-     NULL},
-    {"rmsnorm", NULL, {"rmsnorm_forward", "rmsnorm_backward_input", "rmsnorm_backward_params"}, NULL},
+     {NULL}},
+    {"rmsnorm", NULL, {"rmsnorm_forward", "rmsnorm_backward_input", "rmsnorm_backward_params"}, {NULL}},
     {"matmul_epilogue",
      "activation.cuh",
      {"matmul_bias_forward", "matmul_bias_act_forward", "matmul_backward_bias", "matmul_bias_act_backward"},
-     NULL},
-    {"elementwise", NULL, {"add", "mul", "accumulate", "scale", "sub", "scale_copy"}, NULL},
-    {"dropout", NULL, {"dropout_forward", "dropout_backward"}, NULL},
-    {"softmax", NULL, {"softmax_forward", "softmax_backward"}, NULL},
-    {"crossentropy", NULL, {"crossentropy_forward_backward"}, NULL},
-    {"embedding", NULL, {"embedding_forward", "embedding_backward_wte", "embedding_backward_wpe"}, "positions"},
-    {"adamw", NULL, {"adamw"}, NULL},
-    {"reduce", NULL, {"sumsq_partial", "colsum_accumulate"}, "sumsq_finish"},
-    {"attention", NULL, {"attention_forward", "attention_backward_dq", "attention_backward_dkdv"}, NULL},
+     {NULL}},
+    {"elementwise", NULL, {"add", "mul", "accumulate", "scale", "sub", "scale_copy"}, {NULL}},
+    {"dropout", NULL, {"dropout_forward", "dropout_backward"}, {NULL}},
+    {"softmax", NULL, {"softmax_forward", "softmax_backward"}, {NULL}},
+    {"crossentropy", NULL, {"crossentropy_forward_backward"}, {NULL}},
+    {"embedding", NULL, {"embedding_forward", "embedding_backward_wte", "embedding_backward_wpe"}, {"positions", "fill_int"}},
+    {"adamw", NULL, {"adamw"}, {NULL}},
+    {"reduce", NULL, {"sumsq_partial", "colsum_accumulate"}, {"sumsq_finish"}},
+    {"attention", NULL, {"attention_forward", "attention_backward_dq", "attention_backward_dkdv"}, {NULL}},
     {"vocab_parallel",
      NULL,
      {"vp_rowmax", "vp_sumexp", "vp_xent_backward", "vp_embedding_forward", "vp_embedding_backward"},
-     "vp_loss"},
+     {"vp_loss"}},
 };
 enum { NGROUPS = sizeof groups / sizeof groups[0] };
 
@@ -116,7 +116,7 @@ static char *group_source(const char *dir, const Group *g) {
   for (char *p = upper; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
   snprintf(line, sizeof line, "PIPEC_%s_ENTRIES(float, f32)\nPIPEC_%s_ENTRIES(__nv_bfloat16, bf16)\n", upper, upper);
   append(&src, &len, line);
-  if (g->untyped) {
+  if (g->untyped[0]) {
     snprintf(line, sizeof line, "PIPEC_%s_UNTYPED_ENTRIES()\n", upper);
     append(&src, &len, line);
   }
@@ -180,7 +180,7 @@ static void check_image(const Group *g, const char *arch, const NvrtcOutput *o) 
     CHECK(strstr(ptx, "ld.global.v4.") || strstr(ptx, "ld.global.nc.v4."), "%s: no 16-byte loads in the PTX", g->name);
     int n = 0;
     for (int i = 0; i < 6 && g->entries[i]; i++) n += 2;
-    n += g->untyped != NULL;
+    for (int i = 0; i < 2 && g->untyped[i]; i++) n++;
     CHECK(count_of(ptx, ".entry pipec_") == n, "%s: %d entry points in the PTX, the test knows %d", g->name,
           count_of(ptx, ".entry pipec_"), n);
   }
@@ -191,9 +191,9 @@ static void check_image(const Group *g, const char *arch, const NvrtcOutput *o) 
       CHECK(has_entry(o, entry), "%s %s: no entry point %s", g->name, arch, entry);
     }
   }
-  if (g->untyped) {
+  for (int i = 0; i < 2 && g->untyped[i]; i++) {
     char entry[128];
-    snprintf(entry, sizeof entry, "pipec_%s", g->untyped);
+    snprintf(entry, sizeof entry, "pipec_%s", g->untyped[i]);
     CHECK(has_entry(o, entry), "%s %s: no entry point %s", g->name, arch, entry);
   }
 }

@@ -550,6 +550,8 @@ def check_embedding(r, dt):
         pos = r.empty(B * T, np.int32)
         r.call("embedding", "pipec_positions", ((B * T + 255) // 256,), (256,), [P(pos), I32(B * T), I32(T)])
         r.compare("positions", r.get(pos, B * T, np.int32), np.arange(B * T) % T, 0)
+        r.call("embedding", "pipec_fill_int", ((B * T + 255) // 256,), (256,), [P(pos), I32(B * T), I32(11)])
+        r.compare("fill_int", r.get(pos, B * T, np.int32), np.full(B * T, 11), 0)
 
 
 def check_adamw(r, dt):

@@ -177,6 +177,12 @@ EXPORT CUresult cuMemsetD8Async(uint64_t d, unsigned char v, size_t n, void *s) 
   return 0;
 }
 
+EXPORT CUresult cuMemHostRegister_v2(void *p, size_t n, unsigned flags) {
+  INJECT("cuMemHostRegister_v2");
+  return p && n && !flags ? 0 : 1;
+}
+EXPORT CUresult cuMemHostUnregister(void *p) { return p ? 0 : 1; }
+
 EXPORT CUresult cuModuleLoadDataEx(void **mod, const void *image, unsigned nopt, int *opts, void **vals) {
   const char *img = image;
   char *log = NULL;

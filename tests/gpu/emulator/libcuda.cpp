@@ -163,6 +163,9 @@ CUresult cuStreamSynchronize(void *s) {
   while (stuck()) pause();
   return OK;
 }
+/* device memory is host memory: page-locking changes nothing */
+CUresult cuMemHostRegister_v2(void *p, size_t n, unsigned flags) { return p && n && !flags ? OK : INVALID_VALUE; }
+CUresult cuMemHostUnregister(void *p) { return p ? OK : INVALID_VALUE; }
 CUresult cuStreamQuery(void *s) {
   if (!stream_ok(s)) return INVALID_HANDLE;
   return stuck() ? 600 /* CUDA_ERROR_NOT_READY */ : OK;
