@@ -8,8 +8,6 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "lib/files.h"
-
 #include "compiler/cost.h"
 #include "compiler/frontend.h"
 #include "compiler/build.h"
@@ -19,6 +17,7 @@
 #include "compiler/plan.h"
 #include "compiler/report.h"
 #include "lib/bpe.h"
+#include "lib/files.h"
 #include "lib/tokfile.h"
 #include "lib/xalloc.h"
 #include "lib/ckpt.h"
@@ -98,20 +97,6 @@ static int parse_count(const char *s, int *out) {
   return 1;
 }
 
-/* the whole of path (NUL-terminated, *len bytes), or NULL with errno */
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t n = 0, cap = 1 << 16;
-  char *b = xcalloc(cap + 1, 1);
-  for (size_t k; (k = fread(b + n, 1, cap - n, f)) > 0;)
-    if ((n += k) == cap) b = xrealloc(b, (cap *= 2) + 1, 1);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) return free(b), NULL;
-  b[n] = 0, *len = n;
-  return b;
-}
 
 /* pipec tokenize: text files -> one llm.c token file (each file's tokens in
    turn, <|endoftext|> before each when the vocabulary has it), or back */
@@ -171,7 +156,7 @@ static int tokenize_main(int argc, char **argv) {
   uint16_t *toks = NULL;
   for (int k = 0; k < nf && !status; k++) {
     size_t len;
-    char *text = read_all(files[k], &len);
+    char *text = file_read_all(files[k], &len);
     if (!text) {
       fprintf(stderr, "pipec: cannot read %s: %s\n", files[k], strerror(errno));
       status = 1;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "compiler/cost.h"
+#include "lib/files.h"
 #include "lib/schedule_io.h"
 
 static int tied_across(const Program *p, const Pipeline *pl) {
@@ -47,19 +48,6 @@ Schedule *report_build(const Program *p, const Pipeline *pl, double tflops, SimR
   return s;
 }
 
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 4096, n = 0;
-  char *b = malloc(cap);
-  for (size_t k; (k = fread(b + n, 1, cap - n, f)) > 0;) {
-    n += k;
-    if (n == cap) b = realloc(b, cap *= 2);
-  }
-  fclose(f);
-  *len = n;
-  return b;
-}
 
 /* The schedule in a CSV file (PyTorch's layout) for pipeline pl, checked
    against the generated one's shape, lowered (a compute-only file gets its
@@ -67,7 +55,7 @@ static char *read_all(const char *path, size_t *len) {
 Schedule *report_load_csv(const Program *p, const Pipeline *pl, double tflops, const char *csv, const Schedule *shape, SimResult *sim) {
   char err[512] = "";
   size_t len;
-  char *text = read_all(csv, &len);
+  char *text = file_read_all(csv, &len);
   if (!text) {
     fprintf(stderr, "pipec: error: cannot read schedule '%s'\n", csv);
     sim_result_free(sim);

@@ -97,3 +97,22 @@ int file_fsync_dir(const char *path) {
   close(fd);
   return rc;
 }
+
+char *file_read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t n = 0, cap = 1 << 16;
+  char *b = xcalloc(cap + 1, 1);
+  for (size_t k; (k = fread(b + n, 1, cap - n, f)) > 0;)
+    if ((n += k) == cap) b = xrealloc(b, (cap *= 2) + 1, 1);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    free(b);
+    errno = EIO;
+    return NULL;
+  }
+  b[n] = 0;
+  if (len) *len = n;
+  return b;
+}

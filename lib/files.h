@@ -27,5 +27,8 @@ int file_write_pieces(const char *path, const FilePiece *p, size_t n, long long 
 int file_write_all(int fd, const void *data, size_t n);
 /* fsync the folder holding path, so a rename into it is durable; 0 or -1. */
 int file_fsync_dir(const char *path);
+/* The whole of path, NUL-terminated (*len bytes without the NUL; len may be
+ * NULL), or NULL with errno. Free it. */
+char *file_read_all(const char *path, size_t *len);
 
 #endif
