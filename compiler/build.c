@@ -285,10 +285,13 @@ int build_program(const Program *p, const OpGraph *g, const BuildOptions *bo) {
   Arena ka = {0};
   KernelPlan *kp = status ? NULL : kernels_fuse(&ka, g, p);
   BuildStats bs = {0, 0, 1, 0};
-  /* the kernel library, the same for every stage (NVRTC's cache makes it free after its first build) */
+  /* the kernel library, the same for every stage: built with pipec (PIPEC_KERNEL_LIBRARY_DIR, or
+     $PIPEC_KERNEL_LIBRARY), else compiled now (NVRTC's cache makes that free after the first time) */
   KernelImages lib = {0};
   double tl = now();
-  if (!status && kernels_library_compile(&lib, err, sizeof err)) {
+  const char *libdir = getenv("PIPEC_KERNEL_LIBRARY");
+  if (!status && kernels_library_load(libdir && *libdir ? libdir : PIPEC_KERNEL_LIBRARY_DIR, &lib) &&
+      kernels_library_compile(&lib, err, sizeof err)) {
     fprintf(stderr, "pipec: error: %s\n", err);
     status = 1;
   }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/files.h"
 #include "lib/nvrtc.h"
 
 static const char *const act_c[] = {"PIPEC_ACT_GELU_TANH", "PIPEC_ACT_GELU_ERF", "PIPEC_ACT_RELU", "PIPEC_ACT_SILU"};
@@ -479,7 +480,8 @@ int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, Ke
   return compile_images(out, err, errlen);
 }
 
-int kernels_library_compile(KernelImages *out, char *err, size_t errlen) {
+/* the library's CUDA C into out->source */
+static void library_source(KernelImages *out) {
   memset(out, 0, sizeof *out);
   FILE *mem = open_memstream(&out->source, &out->source_len);
   fprintf(mem, "/* pipec's kernel library: every entry point of kernels/ in fp32; the same\n"
@@ -502,7 +504,71 @@ int kernels_library_compile(KernelImages *out, char *err, size_t errlen) {
   }
   fclose(mem);
   snprintf(out->name, sizeof out->name, "pipec-library.cu");
+}
+
+/* the key of a library build: its source and the targets (FNV-1a, 64 bits) */
+static unsigned long long library_key(const KernelImages *k) {
+  unsigned long long h = 1469598103934665603ull;
+  for (size_t i = 0; i < k->source_len; i++) h = (h ^ (unsigned char)k->source[i]) * 1099511628211ull;
+  for (const char *a = "sm_80 sm_90 compute_90"; *a; a++) h = (h ^ (unsigned char)*a) * 1099511628211ull;
+  return h;
+}
+
+static const char *const lib_archs[3] = {"sm_80", "sm_90", "compute_90"};
+static void lib_path(char *p, size_t n, const char *dir, int i) {
+  snprintf(p, n, "%s/library.%s.%s", dir, lib_archs[i], i == 2 ? "ptx" : "cubin");
+}
+
+int kernels_library_compile(KernelImages *out, char *err, size_t errlen) {
+  library_source(out);
   return compile_images(out, err, errlen);
+}
+
+int kernels_library_load(const char *dir, KernelImages *out) {
+  library_source(out);
+  char p[4200];
+  snprintf(p, sizeof p, "%s/library.key", dir);
+  char *key = file_read_all(p, NULL);
+  unsigned long long want = library_key(out), have = key ? strtoull(key, NULL, 16) : 0;
+  free(key);
+  if (have != want) {
+    kernels_images_free(out);
+    return -1;
+  }
+  for (int i = 0; i < 3; i++) {
+    lib_path(p, sizeof p, dir, i);
+    size_t len;
+    char *b = file_read_all(p, &len);
+    if (!b || !len) {
+      free(b);
+      kernels_images_free(out);
+      return -1;
+    }
+    out->img[i] = (NvrtcOutput){(unsigned char *)b, len, i == 2, 1};
+    out->arch[i] = lib_archs[i];
+    out->nimg = i + 1;
+  }
+  return 0;
+}
+
+int kernels_library_write(const char *dir, char *err, size_t errlen) {
+  KernelImages k;
+  if (kernels_library_compile(&k, err, errlen)) return -1;
+  char p[4200];
+  int rc = 0;
+  for (int i = 0; i < k.nimg && !rc; i++) {
+    lib_path(p, sizeof p, dir, i);
+    rc = file_write_atomic(p, k.img[i].data, k.img[i].size, err, errlen);
+  }
+  if (!rc) { /* the key last: it vouches for the images */
+    char key[32];
+    snprintf(key, sizeof key, "%016llx\n", k.nimg ? library_key(&k) : 0ull);
+    snprintf(p, sizeof p, "%s/library.key", dir);
+    rc = file_write_atomic(p, key, strlen(key), err, errlen);
+  }
+  if (!rc && !k.nimg) snprintf(err, errlen, "%s", k.why);
+  kernels_images_free(&k);
+  return rc ? -1 : 0;
 }
 
 void kernels_images_free(KernelImages *k) {

@@ -66,6 +66,14 @@ int kernels_compile(const KernelPlan *kp, const OpGraph *g, const Program *p, Ke
  * programs compute in fp32 on the GPU), the same for every model: what the
  * stage programs launch on a GPU. nkernels counts the headers instantiated. */
 int kernels_library_compile(KernelImages *out, char *err, size_t errlen);
+/* The library as a build product of pipec: kernels_library_write compiles
+ * it into DIR (library.sm_80.cubin, .sm_90.cubin, .compute_90.ptx and
+ * library.key, the hash of the source and targets it was made from; without
+ * NVRTC only a key of 0, and err says why). kernels_library_load reads them
+ * back when the key matches this pipec's library source: 0, or -1 (then
+ * compile it). */
+int kernels_library_write(const char *dir, char *err, size_t errlen);
+int kernels_library_load(const char *dir, KernelImages *out);
 void kernels_images_free(KernelImages *k);
 
 #endif

@@ -205,6 +205,18 @@ static int merge_main(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "merge")) return merge_main(argc, argv);
+  if (argc > 1 && !strcmp(argv[1], "kernel-library")) { /* run by the build: the library every stage embeds */
+    if (argc != 3) return usage_error("kernel-library needs %s (usage: pipec kernel-library DIR)", "one folder");
+    char err[1 << 14];
+    if (kernels_library_write(argv[2], err, sizeof err)) {
+      if (!*err) snprintf(err, sizeof err, "unknown error");
+      fprintf(stderr, "pipec: kernel library: %s\n", err);
+      /* without NVRTC the key (0) is written and this is a note, not a failure: stages compile it when they can */
+      return strstr(err, "cannot write") || strstr(err, "NVRTC could not") ? 1 : 0;
+    }
+    printf("pipec: wrote the kernel library to %s\n", argv[2]);
+    return 0;
+  }
   if (argc > 1 && !strcmp(argv[1], "tokenize")) return tokenize_main(argc - 1, argv + 1);
   const char *file = NULL, *outdir = NULL;
   int check = 0, dump = 0, max_errors = 50, explain = 0, dump_plan = 0, dump_ops = 0, dump_kernels = 0;

@@ -44,6 +44,14 @@ for k in 0 1; do
     "$objcopy" --dump-section ".pipec.$name=$out/section" "$b/.pipec/gpt2_tiny-stage$k.o" /dev/null 2>/dev/null
     cmp -s "$f" "$out/section" && ok "stage $k embeds $name" || bad "stage $k: section .pipec.$name differs from $name"
   done
+  # the kernel library the build compiled (when it had NVRTC), embedded as it is
+  for f in "$(dirname "$pipec")"/kernel-library/library.*.cubin "$(dirname "$pipec")"/kernel-library/library.*.ptx; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f")
+    rm -f "$out/section"
+    "$objcopy" --dump-section ".pipec.$name=$out/section" "$b/.pipec/gpt2_tiny-stage$k.o" /dev/null 2>/dev/null
+    cmp -s "$f" "$out/section" && ok "stage $k embeds the build's $name" || bad "stage $k: section .pipec.$name differs from the build's $name"
+  done
 done
 
 # 2. the launch line of the README, 4 ranks
