@@ -21,6 +21,7 @@ typedef struct {
 extern const PrtBlob pipec_blobs[] __attribute__((weak));
 extern const int pipec_nblobs __attribute__((weak));
 extern void pipec_step_dev(void *ctx, char *arena) __attribute__((weak));
+extern void pipec_gen_dev(void *ctx, char *arena, char *gen, int pos) __attribute__((weak));
 
 static const PrtBlob *blob(const char *name) {
   for (int i = 0; pipec_blobs && &pipec_nblobs && i < pipec_nblobs; i++)
@@ -38,8 +39,9 @@ void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
   /* every rank on a GPU, or none: [ranks with one, ranks whose machine has more ranks than GPUs] */
   double on[2] = {d != NULL, d && c->env.local_world > prt_device_count(d)};
   prt_allreduce_sum_f64(c->world_group, on, 2);
-  if (on[0] > 0 && (on[0] < c->world || !pipec_step_dev)) {
-    if (me == 0 && !pipec_step_dev)
+  int code = gen ? pipec_gen_dev != NULL : pipec_step_dev != NULL; /* the device variant of what runs */
+  if (on[0] > 0 && (on[0] < c->world || !code)) {
+    if (me == 0 && !code)
       fprintf(stderr, "pipec: this stage program has no device code (built by an older pipec); running on the CPU\n");
     else if (me == 0)
       fprintf(stderr, "pipec: %d of %d ranks have a GPU; every rank runs on the CPU (set PIPEC_DEVICE=cuda to require one)\n",

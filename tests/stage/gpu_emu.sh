@@ -188,6 +188,18 @@ a, b = steps(sys.argv[1]), steps(sys.argv[2])
 print(a, b)
 sys.exit(0 if a and min(a) == 3 and all(abs(a[s] - b[s]) <= float(sys.argv[3]) * b[s] for s in a) else 1)
 EOF
+# a model with no train section generates on the GPU too
+python3 -c "
+import re
+open('inferonly.pipe', 'w').write(re.sub(r'train \{.*?\n\}\n', '', open('one.pipe').read(), flags=re.S))
+"
+"$pipec" inferonly.pipe -o inferonly >inferonly.build 2>&1 || bad "the inference-only model compiles"
+run gen-io-cpu cpu 1 inferonly --prompt-ids 5,17,30 --max-new-tokens 6 --ids --sampling top_k:5 --seed 4
+run gen-io-emu emu 1 inferonly --prompt-ids 5,17,30 --max-new-tokens 6 --ids --sampling top_k:5 --seed 4
+a=$(grep "generated ids" gen-io-cpu.out) e=$(grep "generated ids" gen-io-emu.out)
+[ -n "$a" ] && [ "$a" = "$e" ] && grep -q "generate on the GPU" gen-io-emu.err && ok "an inference-only model generates on the GPU ($a)" ||
+  bad "inference-only: cpu '$a', gpu '$e', $(head -2 gen-io-emu.err)"
+
 # beam search from the GPU checkpoint (its beams change places: the caches are reordered on the device)
 run gen-ck-cpu cpu 1 one --generate --weights ck --prompt-ids 5,17,30,9,100 --max-new-tokens 10 --ids --sampling beam:2
 run gen-ck-emu emu 1 one --generate --weights ck --prompt-ids 5,17,30,9,100 --max-new-tokens 10 --ids --sampling beam:2
