@@ -64,6 +64,12 @@ void prt_gen_tokens(void *ctx, int32_t *dst) {
   else memcpy(dst, g_gen->cur, sizeof(int32_t) * (size_t)g_gen->beams);
 }
 
+/* beam search moving cache rows: on the GPU, device to device */
+static void cache_copy(PrtCtx *c, char *dst, const char *src, size_t n) {
+  if (c->dev) prt_dev_copy(c->dev, (uint64_t)(uintptr_t)dst, (uint64_t)(uintptr_t)src, n, "beam search: the caches");
+  else memcpy(dst, src, n);
+}
+
 static char *unhex(const char *h) {
   if (!strcmp(h, "-")) return NULL;
   size_t n = strlen(h) / 2;
@@ -405,26 +411,15 @@ int prt_generate(PrtCtx *c, const char *manifest, int argc, char **argv) {
     if (moved) { /* beams continue other beams: their histories and caches follow */
       for (int b = 0; b < nb; b++) memcpy(seq2 + (size_t)b * total, seq + (size_t)msg[nb + b] * total, sizeof(int32_t) * (size_t)(pos + 1));
       memcpy(seq, seq2, sizeof(int32_t) * (size_t)nb * total);
-      for (int k = 0; k < G->nkv && c->dev; k++) { /* the same copies on the device, through dtmp */
-        uint64_t base = (uint64_t)(uintptr_t)(dgen + G->kv_off[k]);
-        int64_t half = G->kv_beam[k] / 2, used = half / G->maxt * (pos + 1);
-        for (int b = 0; b < nb; b++)
-          for (int h = 0; h < 2; h++)
-            prt_dev_copy(c->dev, dtmp + (uint64_t)(b * G->kv_beam[k] + h * half), base + (uint64_t)(b * G->kv_beam[k] + h * half), (size_t)used,
-                         "beam search: the caches");
-        for (int b = 0; b < nb; b++)
-          for (int h = 0; h < 2; h++)
-            prt_dev_copy(c->dev, base + (uint64_t)(b * G->kv_beam[k] + h * half), dtmp + (uint64_t)(msg[nb + b] * G->kv_beam[k] + h * half),
-                         (size_t)used, "beam search: the caches");
-      }
-      for (int k = 0; k < G->nkv && !c->dev; k++) {
-        char *base = gen + G->kv_off[k];
+      char *caches = c->dev ? dgen : gen, *copy = c->dev ? (char *)(uintptr_t)dtmp : tmp; /* (device addresses on a GPU) */
+      for (int k = 0; k < G->nkv; k++) {
+        char *base = caches + G->kv_off[k];
         int64_t half = G->kv_beam[k] / 2, used = half / G->maxt * (pos + 1); /* keys, then values, of positions 0..pos */
         for (int b = 0; b < nb; b++) /* only the positions written so far move */
-          for (int h = 0; h < 2; h++) memcpy(tmp + b * G->kv_beam[k] + h * half, base + b * G->kv_beam[k] + h * half, (size_t)used);
+          for (int h = 0; h < 2; h++) cache_copy(c, copy + b * G->kv_beam[k] + h * half, base + b * G->kv_beam[k] + h * half, (size_t)used);
         for (int b = 0; b < nb; b++)
           for (int h = 0; h < 2; h++)
-            memcpy(base + b * G->kv_beam[k] + h * half, tmp + msg[nb + b] * G->kv_beam[k] + h * half, (size_t)used);
+            cache_copy(c, base + b * G->kv_beam[k] + h * half, copy + msg[nb + b] * G->kv_beam[k] + h * half, (size_t)used);
       }
     }
     for (int b = 0; b < nb; b++) seq[(size_t)b * total + pos + 1] = msg[b];
