@@ -273,17 +273,19 @@ static double lr_at(PrtCtx *c, int step) {
   return lr;
 }
 
-/* On a GPU every kernel call is a launch and every sum of squares a wait:
-   parameters adjacent in the arena (offsets in order, the 16-float padding
-   between them zero in every vector) are taken as one range. Fills r with
-   [first float, end) pairs of the parameters `want` picks, merged where
-   adjacent and `same` agrees; returns the count. */
-static int merged_ranges(PrtCtx *c, int64_t (*r)[2], int (*want)(PrtCtx *, const RtParam *), int (*same)(const RtParam *, const RtParam *)) {
-  int n = 0, last = -1;
+/* The parameters `want` picks as ranges of floats [r[k][0], r[k][1]), with
+   first[k] the parameter a range starts with. On the CPU one range per
+   parameter, in parameter order. On a GPU, where every kernel call is a
+   launch and every sum of squares a wait, parameters adjacent in the arena
+   (by offset; the 16-float padding between them is zero in every vector)
+   share a range where `same` (NULL: any) agrees. Returns the count. */
+static int param_ranges(PrtCtx *c, int64_t (*r)[2], int *first, int (*want)(PrtCtx *, const RtParam *),
+                        int (*same)(const RtParam *, const RtParam *)) {
+  int n = 0, merge = c->dev != NULL;
   int *order = malloc(sizeof(int) * (size_t)(c->nparams + 1));
   if (!order) prt_die(c, "out of memory");
   for (int i = 0; i < c->nparams; i++) order[i] = i;
-  for (int i = 1; i < c->nparams; i++) /* by offset (insertion sort: parameters are few and nearly in order) */
+  for (int i = 1; i < c->nparams && merge; i++) /* by offset (insertion sort: parameters are few and nearly in order) */
     for (int j = i; j > 0 && c->params[order[j - 1]].off > c->params[order[j]].off; j--) {
       int t = order[j];
       order[j] = order[j - 1], order[j - 1] = t;
@@ -291,83 +293,62 @@ static int merged_ranges(PrtCtx *c, int64_t (*r)[2], int (*want)(PrtCtx *, const
   for (int k = 0; k < c->nparams; k++) {
     const RtParam *p = &c->params[order[k]];
     if (!want(c, p)) continue;
-    int64_t end = p->off + (p->rows * (p->cols ? p->cols : 1) + 15) / 16 * 16;
-    if (n && r[n - 1][1] == p->off && same(&c->params[last], p)) r[n - 1][1] = end;
-    else r[n][0] = p->off, r[n][1] = end, n++;
-    last = order[k];
+    int64_t len = p->rows * (p->cols ? p->cols : 1), end = p->off + (merge ? (len + 15) / 16 * 16 : len);
+    if (merge && n && r[n - 1][1] == p->off && (!same || same(&c->params[first[n - 1]], p))) r[n - 1][1] = end;
+    else r[n][0] = p->off, r[n][1] = end, first[n] = order[k], n++;
   }
   free(order);
   return n;
 }
 static int counted_in_norm(PrtCtx *c, const RtParam *p) { return p->first && (p->shard != PSHARD_NONE || c->tp_rank == 0); }
-static int any_param(PrtCtx *c, const RtParam *p) { return 1; }
-static int any_two(const RtParam *a, const RtParam *b) { return 1; }
+static int every_param(PrtCtx *c, const RtParam *p) { return 1; }
 static int same_decay(const RtParam *a, const RtParam *b) { return !a->cols == !b->cols; }
 
 void prt_optimizer_step(void *ctx) {
   PrtCtx *c = ctx;
-  if (c->dev && !strcmp(c->optimizer, "adamw")) { /* on the GPU: few launches, one wait */
-    float *P = (float *)(c->darena + c->params_off), *Gr = (float *)(c->darena + c->grads_off);
-    float *M = (float *)(c->darena + c->optim_off), *V = M + c->floats;
-    int64_t(*r)[2] = malloc(sizeof *r * (size_t)(c->nparams + 1));
-    if (!r) prt_die(c, "out of memory");
-    double ss = 0;
-    if (c->dp_rank == 0)
-      for (int k = 0, n = merged_ranges(c, r, counted_in_norm, any_two); k < n; k++) ss += d_sumsq(Gr + r[k][0], (long)(r[k][1] - r[k][0]));
-    prt_allreduce_sum_f64(c->world_group, &ss, 1);
-    c->grad_norm = sqrt(ss);
-    if (c->clip > 0 && c->grad_norm > c->clip) d_scale(Gr, (long)c->floats, (float)(c->clip / (c->grad_norm + 1e-6)));
-    c->cur_lr = lr_at(c, c->step);
-    for (int k = 0, n = merged_ranges(c, r, any_param, same_decay); k < n; k++) {
-      const RtParam *p = NULL;
-      for (int i = 0; i < c->nparams && !p; i++)
-        if (c->params[i].off == r[k][0]) p = &c->params[i];
-      float wd = p->cols ? (float)c->wd : 0.0f; /* decay matrices and embeddings, not norms and biases */
-      d_adamw(P + r[k][0], Gr + r[k][0], M + r[k][0], V + r[k][0], (long)(r[k][1] - r[k][0]), (float)c->cur_lr, (float)c->beta1,
-              (float)c->beta2, (float)c->eps, wd, c->step);
-    }
-    free(r);
-    return;
-  }
   char *base = c->dev ? c->darena : c->arena;
   float *P = (float *)(base + c->params_off), *Gr = (float *)(base + c->grads_off);
+  float *M = (float *)(base + c->optim_off), *V = M + c->floats;
+  int64_t(*r)[2] = malloc(sizeof *r * (size_t)(c->nparams + 1));
+  int *first = malloc(sizeof(int) * (size_t)(c->nparams + 1));
+  if (!r || !first) prt_die(c, "out of memory");
   /* the global gradient norm: each parameter counted once over the world */
   double ss = 0;
   if (c->dp_rank == 0)
-    for (int i = 0; i < c->nparams; i++) {
-      const RtParam *p = &c->params[i];
-      if (p->first && (p->shard != PSHARD_NONE || c->tp_rank == 0)) ss += KD(c, sumsq)(Gr + p->off, (long)(p->rows * (p->cols ? p->cols : 1)));
-    }
+    for (int k = 0, n = param_ranges(c, r, first, counted_in_norm, NULL); k < n; k++)
+      ss += KD(c, sumsq)(Gr + r[k][0], (long)(r[k][1] - r[k][0]));
   prt_allreduce_sum_f64(c->world_group, &ss, 1);
   c->grad_norm = sqrt(ss);
   if (c->clip > 0 && c->grad_norm > c->clip) KD(c, scale)(Gr, (long)c->floats, (float)(c->clip / (c->grad_norm + 1e-6)));
   c->cur_lr = lr_at(c, c->step);
-  float *M = (float *)(base + c->optim_off), *V = M + c->floats;
-  int adamw = !strcmp(c->optimizer, "adamw");
-  if (!adamw && c->dev) { /* SGD has no device kernel: parameters, gradients and momentum go to the host and back */
-    prt_dev_download(c->dev, c->arena + c->params_off, (uint64_t)(uintptr_t)P, sizeof(float) * (size_t)c->floats, "sgd");
-    prt_dev_download(c->dev, c->arena + c->grads_off, (uint64_t)(uintptr_t)Gr, sizeof(float) * (size_t)c->floats, "sgd");
-    prt_dev_download(c->dev, c->arena + c->optim_off, (uint64_t)(uintptr_t)M, sizeof(float) * (size_t)c->floats, "sgd");
-    P = (float *)(c->arena + c->params_off), Gr = (float *)(c->arena + c->grads_off), M = (float *)(c->arena + c->optim_off);
-  }
-  for (int i = 0; i < c->nparams; i++) {
-    const RtParam *p = &c->params[i];
-    long n = (long)(p->rows * (p->cols ? p->cols : 1));
-    float wd = p->cols ? (float)c->wd : 0.0f; /* decay matrices and embeddings, not norms and biases */
-    if (adamw)
-      KD(c, adamw)(P + p->off, Gr + p->off, M + p->off, V + p->off, n, (float)c->cur_lr, (float)c->beta1, (float)c->beta2, (float)c->eps,
-                   wd, c->step);
-    else
+  if (!strcmp(c->optimizer, "adamw"))
+    for (int k = 0, n = param_ranges(c, r, first, every_param, same_decay); k < n; k++) {
+      float wd = c->params[first[k]].cols ? (float)c->wd : 0.0f; /* decay matrices and embeddings, not norms and biases */
+      KD(c, adamw)(P + r[k][0], Gr + r[k][0], M + r[k][0], V + r[k][0], (long)(r[k][1] - r[k][0]), (float)c->cur_lr, (float)c->beta1,
+                   (float)c->beta2, (float)c->eps, wd, c->step);
+    }
+  else { /* SGD, on the host (on a GPU parameters, gradients and momentum go there and back) */
+    size_t bytes = sizeof(float) * (size_t)c->floats;
+    if (c->dev) {
+      P = prt_dev_in(c, P, bytes, "sgd"), Gr = prt_dev_in(c, Gr, bytes, "sgd");
+      if (c->momentum > 0) M = prt_dev_in(c, M, bytes, "sgd");
+    }
+    for (int i = 0; i < c->nparams; i++) {
+      const RtParam *p = &c->params[i];
+      long n = (long)(p->rows * (p->cols ? p->cols : 1));
+      float wd = p->cols ? (float)c->wd : 0.0f;
       for (long k = 0; k < n; k++) {
         float g = Gr[p->off + k] + wd * P[p->off + k];
         if (c->momentum > 0) g = M[p->off + k] = (float)c->momentum * M[p->off + k] + g;
         P[p->off + k] -= (float)c->cur_lr * g;
       }
+    }
+    if (c->dev) {
+      prt_dev_out(c, c->darena + c->params_off, P, bytes, "sgd");
+      if (c->momentum > 0) prt_dev_out(c, c->darena + c->optim_off, M, bytes, "sgd");
+    }
   }
-  if (!adamw && c->dev) {
-    prt_dev_upload(c->dev, (uint64_t)(uintptr_t)(c->darena + c->params_off), P, sizeof(float) * (size_t)c->floats, "sgd");
-    prt_dev_upload(c->dev, (uint64_t)(uintptr_t)(c->darena + c->optim_off), M, sizeof(float) * (size_t)c->floats, "sgd");
-  }
+  free(r), free(first);
 }
 
 /* ---- main ---- */
