@@ -10,7 +10,8 @@
 #  - 1 rank: every step's loss and gradient norm within 1e-4 (relative), and
 #    the validation loss;
 #  - 2 ranks (pp 2) sharing the one emulated GPU: the host transport, the
-#    same losses; and the line saying so;
+#    same losses; and the line saying so; 4 ranks (pp 2 x tp 2) and dp 2
+#    likewise, and pp 2 x tp 2 generation (vocabulary-parallel logits);
 #  - precision bf16 (GEMMs on bf16 tensor cores) stays within 1e-3 of fp32;
 #  - generation (greedy, beam search, top-k) gives the CPU's tokens;
 #  - a failing kernel launch stops with one line naming the call, the stage,
@@ -130,6 +131,21 @@ grep -q "through the host transport (ranks share a GPU" emu2.err && ok "the shar
 rc=$?
 [ "$emu" = system ] || { [ $rc -eq 1 ] && grep -q "^pipec: rank 0: CUDA error in cuLaunchKernel (gpt2_tiny stage 0 layers.0.ln_1: d_layernorm_forward: kernel pipec_layernorm_forward_f32, .*CUDA_ERROR_LAUNCH_FAILED" fail.err &&
   ok "a failed launch names the call, stage, module and kernel" || bad "failed launch: status $rc, $(tail -2 fail.err)"; }
+
+# 4 ranks (pp 2 x tp 2: tensor-parallel all-reduces, the vocabulary-parallel loss and logits) and
+# dp 2 (the gradient all-reduce), all sharing the one GPU, against the CPU and against 1 rank
+sed 's/tp = 1   pp = 2/tp = 2   pp = 2/' two.pipe >four.pipe
+"$pipec" four.pipe -o four >four.build 2>&1 && grep -q "tp = 2   pp = 2" four.pipe || bad "the pp 2 x tp 2 model compiles"
+"$pipec" one.pipe --world-size 2 -o dp2 >dp2.build 2>&1 || bad "the dp 2 build"
+run cpu4 cpu 4 four --data data.bin
+run emu4 emu 4 four --data data.bin
+r=$(same emu4 cpu4) && ok "pp 2 x tp 2 on the GPU = the CPU ($r)" || bad "pp 2 x tp 2 GPU vs CPU: $r"
+run emudp2 emu 2 dp2 --data data.bin
+r=$(same emudp2 cpu2) && ok "dp 2 on the GPU = pp 2 on the CPU ($r)" || bad "dp 2 GPU vs CPU: $r"
+run gen-four-cpu cpu 4 four --generate --prompt-ids 5,17,30 --max-new-tokens 6 --ids --sampling top_k:5 --seed 9
+run gen-four-emu emu 4 four --generate --prompt-ids 5,17,30 --max-new-tokens 6 --ids --sampling top_k:5 --seed 9
+a=$(grep "generated ids" gen-four-cpu.out) e=$(grep "generated ids" gen-four-emu.out)
+[ -n "$a" ] && [ "$a" = "$e" ] && ok "pp 2 x tp 2 generation: the GPU's tokens are the CPU's ($a)" || bad "pp 2 x tp 2 generation: cpu '$a', gpu '$e'"
 
 # one rank with a GPU, one without: all on the CPU, said once, the CPU's losses
 if [ "$emu" != system ]; then
