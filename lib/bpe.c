@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/json.h"
 #include "lib/utf8.h"
 #include "lib/xalloc.h"
 
@@ -193,18 +194,17 @@ const char *bpe_token_bytes(const Bpe *b, int32_t id, size_t *len) {
 /* --------------------------------------------------------- encoder.json */
 
 typedef struct JParser {
+  JsonLex lx;
   const int16_t *u2b;
   const char *file;
-  const unsigned char *s;
-  size_t n, i;
   char *err;
   size_t errlen;
 } JParser;
 
 __attribute__((format(printf, 2, 3))) static int jfail(JParser *j, const char *fmt, ...) {
   size_t line = 1, col = 1;
-  for (size_t k = 0; k < j->i && k < j->n; k++) {
-    if (j->s[k] == '\n') line++, col = 1;
+  for (size_t k = 0; k < j->lx.i && k < j->lx.n; k++) {
+    if (j->lx.s[k] == '\n') line++, col = 1;
     else col++;
   }
   char what[512];
@@ -216,78 +216,34 @@ __attribute__((format(printf, 2, 3))) static int jfail(JParser *j, const char *f
   return -1;
 }
 
-static int jpeek(JParser *j) {
-  while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' || j->s[j->i] == '\n' || j->s[j->i] == '\r')) j->i++;
-  return j->i < j->n ? j->s[j->i] : -1;
-}
+static int jpeek(JParser *j) { return json_peek(&j->lx); }
 
-static int jhex4(JParser *j, uint32_t *out) {
-  uint32_t v = 0;
-  if (j->n - j->i < 4) return -1;
-  for (int k = 0; k < 4; k++) {
-    int c = j->s[j->i + k];
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-    else return -1;
+/* a key's code points, each a byte of GPT-2's byte alphabet */
+typedef struct KeyBytes {
+  JParser *j;
+  char *d;
+  uint32_t k;
+} KeyBytes;
+static int key_byte(void *arg, uint32_t cp) {
+  KeyBytes *t = arg;
+  if (cp >= 324 || t->j->u2b[cp] < 0) {
+    snprintf(t->j->lx.why, sizeof t->j->lx.why, "U+%04X is not in GPT-2's byte alphabet", cp);
+    return -1;
   }
-  j->i += 4;
-  *out = v;
+  t->d[t->k++] = (char)t->j->u2b[cp];
   return 0;
 }
 
 /* A JSON string spelled in the byte alphabet -> its bytes (malloc'ed). */
 static int jtoken(JParser *j, char **out, uint32_t *outlen) {
   if (jpeek(j) != '"') return jfail(j, "expected a string");
-  size_t end = ++j->i, k = 0;
-  while (end < j->n && j->s[end] != '"') end += j->s[end] == '\\' ? 2 : 1;
-  char *d = xcalloc(end - j->i + 1, 1); /* bytes: never more than the source's */
-  for (;;) {
-    if (j->i >= j->n) return free(d), jfail(j, "unterminated string");
-    size_t at = j->i;
-    uint32_t cp = j->s[j->i];
-    if (cp == '"') break;
-    if (cp < 0x20) return free(d), jfail(j, "control character 0x%02x in a string", cp);
-    if (cp == '\\') {
-      int e = j->i + 1 < j->n ? j->s[j->i + 1] : -1;
-      j->i += 2;
-      switch (e) {
-      case '"': cp = '"'; break;
-      case '\\': cp = '\\'; break;
-      case '/': cp = '/'; break;
-      case 'b': cp = '\b'; break;
-      case 'f': cp = '\f'; break;
-      case 'n': cp = '\n'; break;
-      case 'r': cp = '\r'; break;
-      case 't': cp = '\t'; break;
-      case 'u':
-        if (jhex4(j, &cp)) return free(d), j->i = at, jfail(j, "\\u needs 4 hex digits");
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          uint32_t lo;
-          if (j->n - j->i < 2 || j->s[j->i] != '\\' || j->s[j->i + 1] != 'u' || (j->i += 2, jhex4(j, &lo)) ||
-              lo < 0xDC00 || lo > 0xDFFF)
-            return free(d), j->i = at, jfail(j, "unpaired surrogate \\u%04x", cp);
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF)
-          return free(d), j->i = at, jfail(j, "unpaired surrogate \\u%04x", cp);
-        break;
-      default: return free(d), j->i = at, jfail(j, "invalid escape in a string");
-      }
-    } else {
-      size_t l = utf8_decode(j->s + j->i, j->n - j->i, &cp);
-      if (!l) return free(d), jfail(j, "invalid UTF-8 in a string");
-      j->i += l;
-    }
-    if (cp >= 324 || j->u2b[cp] < 0) {
-      j->i = at;
-      return free(d), jfail(j, "U+%04X is not in GPT-2's byte alphabet", cp);
-    }
-    d[k++] = (char)j->u2b[cp];
+  KeyBytes t = {j, xcalloc(json_string_bound(&j->lx), 1), 0};
+  if (json_string(&j->lx, key_byte, &t)) {
+    free(t.d);
+    return jfail(j, "%s", j->lx.why);
   }
-  j->i++;
-  *out = d;
-  *outlen = (uint32_t)k;
+  *out = t.d;
+  *outlen = t.k;
   return 0;
 }
 
@@ -302,7 +258,7 @@ static int load_encoder(Bpe *b, const char *path, char *err, size_t errlen) {
   size_t len;
   char *text = read_file(path, &len, err, errlen);
   if (!text) return -1;
-  JParser j = {b->u2b, path, (const unsigned char *)text, len, 0, err, errlen};
+  JParser j = {{(const unsigned char *)text, len, 0, ""}, b->u2b, path, err, errlen};
   Pending *p = NULL;
   size_t np = 0, cap = 0;
   int rc = -1;
@@ -310,50 +266,50 @@ static int load_encoder(Bpe *b, const char *path, char *err, size_t errlen) {
     jfail(&j, "expected a JSON object mapping tokens to ids");
     goto out;
   }
-  j.i++;
-  if (jpeek(&j) == '}') j.i++;
+  j.lx.i++;
+  if (jpeek(&j) == '}') j.lx.i++;
   else
     for (;;) {
       if (np == cap) p = xrealloc(p, cap = cap ? 2 * cap : 1024, sizeof *p);
       Pending *e = &p[np];
       jpeek(&j);
-      e->pos = j.i;
+      e->pos = j.lx.i;
       if (jtoken(&j, &e->bytes, &e->len)) goto out;
       np++;
       if (jpeek(&j) != ':') {
         jfail(&j, "expected ':' after a key");
         goto out;
       }
-      j.i++;
+      j.lx.i++;
       int c = jpeek(&j);
       if (c < '0' || c > '9') {
         jfail(&j, "expected a non-negative integer id");
         goto out;
       }
       int64_t v = 0;
-      size_t start = j.i;
-      while (j.i < j.n && j.s[j.i] >= '0' && j.s[j.i] <= '9') {
-        v = v * 10 + (j.s[j.i++] - '0');
+      size_t start = j.lx.i;
+      while (j.lx.i < j.lx.n && j.lx.s[j.lx.i] >= '0' && j.lx.s[j.lx.i] <= '9') {
+        v = v * 10 + (j.lx.s[j.lx.i++] - '0');
         if (v > 0x7FFFFFFF) {
-          j.i = start;
+          j.lx.i = start;
           jfail(&j, "id too large");
           goto out;
         }
       }
-      int not_int = j.i < j.n && (j.s[j.i] == '.' || j.s[j.i] == 'e' || j.s[j.i] == 'E');
-      if (not_int || (j.s[start] == '0' && j.i - start > 1)) {
-        j.i = start;
+      int not_int = j.lx.i < j.lx.n && (j.lx.s[j.lx.i] == '.' || j.lx.s[j.lx.i] == 'e' || j.lx.s[j.lx.i] == 'E');
+      if (not_int || (j.lx.s[start] == '0' && j.lx.i - start > 1)) {
+        j.lx.i = start;
         jfail(&j, "expected a non-negative integer id");
         goto out;
       }
       e->id = (int32_t)v;
       c = jpeek(&j);
       if (c == ',') {
-        j.i++;
+        j.lx.i++;
         continue;
       }
       if (c == '}') {
-        j.i++;
+        j.lx.i++;
         break;
       }
       jfail(&j, "expected ',' or '}'");
@@ -378,7 +334,7 @@ static int load_encoder(Bpe *b, const char *path, char *err, size_t errlen) {
   char s1[128], s2[128];
   for (size_t k = 0; k < np; k++) {
     Pending *e = &p[k];
-    j.i = e->pos;
+    j.lx.i = e->pos;
     if (e->id >= (int32_t)np) {
       jfail(&j, "'%s' has id %d, but %zu tokens need ids 0..%zu", spell(b, e->bytes, e->len, s1, sizeof s1), e->id, np,
             np - 1);

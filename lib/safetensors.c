@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lib/files.h"
+#include "lib/json.h"
 #include "lib/utf8.h"
 #include "lib/xalloc.h"
 
@@ -128,8 +129,7 @@ struct StFile {
 };
 
 typedef struct Parser {
-  const unsigned char *s; /* the header JSON */
-  size_t n, i;
+  JsonLex lx; /* the header JSON */
   const char *file;
   char *err;
   size_t errlen;
@@ -142,39 +142,15 @@ __attribute__((format(printf, 2, 3))) static int syntax(Parser *p, const char *f
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  errf(p->err, p->errlen, "%s: bad header JSON at file offset %zu: %s", p->file, p->i + 8, what);
+  errf(p->err, p->errlen, "%s: bad header JSON at file offset %zu: %s", p->file, p->lx.i + 8, what);
   return -1;
 }
 
-static void skip_ws(Parser *p) {
-  while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
-    p->i++;
-}
-
-static int peek(Parser *p) {
-  skip_ws(p);
-  return p->i < p->n ? p->s[p->i] : -1;
-}
+static int peek(Parser *p) { return json_peek(&p->lx); }
 
 static int expect(Parser *p, int c, const char *what) {
   if (peek(p) != c) return syntax(p, "expected %s", what);
-  p->i++;
-  return 0;
-}
-
-static int hex4(Parser *p, unsigned *out) {
-  if (p->n - p->i < 4) return -1;
-  unsigned v = 0;
-  for (int k = 0; k < 4; k++) {
-    int c = p->s[p->i + k];
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return -1;
-  }
-  p->i += 4;
-  *out = v;
+  p->lx.i++;
   return 0;
 }
 
@@ -192,117 +168,60 @@ static size_t put_utf8(char *d, unsigned cp) {
 
 /* A JSON string at the current position, decoded into a malloc'ed
  * NUL-terminated UTF-8 string (U+0000 refused). */
+typedef struct Utf8Out {
+  Parser *p;
+  char *d;
+  size_t k;
+} Utf8Out;
+static int put_cp(void *arg, uint32_t cp) {
+  Utf8Out *o = arg;
+  if (!cp) return snprintf(o->p->lx.why, sizeof o->p->lx.why, "\\u0000 in a string"), -1;
+  o->k += put_utf8(o->d + o->k, cp);
+  return 0;
+}
 static int parse_string(Parser *p, char **out) {
   if (peek(p) != '"') return syntax(p, "expected a string");
-  p->i++;
-  size_t start = p->i;
-  /* decoded text is never longer than the source */
-  size_t end = start;
-  while (end < p->n && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
-  char *d = xcalloc(end - start + 1, 1);
-  size_t k = 0;
-  for (;;) {
-    if (p->i >= p->n) {
-      free(d);
-      return syntax(p, "unterminated string");
-    }
-    unsigned c = p->s[p->i];
-    if (c == '"') break;
-    if (c < 0x20) {
-      free(d);
-      return syntax(p, "control character 0x%02x in a string", c);
-    }
-    if (c != '\\') {
-      size_t l = utf8_len(p->s + p->i, p->n - p->i);
-      if (!l) {
-        free(d);
-        return syntax(p, "invalid UTF-8 in a string");
-      }
-      memcpy(d + k, p->s + p->i, l);
-      k += l, p->i += l;
-      continue;
-    }
-    size_t esc = p->i++;
-    int e = p->i < p->n ? p->s[p->i] : -1;
-    p->i++;
-    unsigned cp;
-    switch (e) {
-    case '"': cp = '"'; break;
-    case '\\': cp = '\\'; break;
-    case '/': cp = '/'; break;
-    case 'b': cp = '\b'; break;
-    case 'f': cp = '\f'; break;
-    case 'n': cp = '\n'; break;
-    case 'r': cp = '\r'; break;
-    case 't': cp = '\t'; break;
-    case 'u':
-      if (hex4(p, &cp)) {
-        free(d);
-        return syntax(p, "\\u needs 4 hex digits");
-      }
-      if (cp >= 0xDC00 && cp <= 0xDFFF) {
-        free(d);
-        return syntax(p, "unpaired surrogate \\u%04x", cp);
-      }
-      if (cp >= 0xD800 && cp <= 0xDBFF) {
-        unsigned lo;
-        if (p->n - p->i < 2 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' || (p->i += 2, hex4(p, &lo)) ||
-            lo < 0xDC00 || lo > 0xDFFF) {
-          free(d);
-          return syntax(p, "unpaired surrogate \\u%04x", cp);
-        }
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-      }
-      if (cp == 0) {
-        free(d);
-        return syntax(p, "\\u0000 in a string");
-      }
-      break;
-    default:
-      p->i = esc;
-      free(d);
-      if (e < 0) return syntax(p, "unterminated string");
-      return syntax(p, "invalid escape '\\%c'", e);
-    }
-    k += put_utf8(d + k, cp);
+  Utf8Out o = {p, xcalloc(json_string_bound(&p->lx), 1), 0};
+  if (json_string(&p->lx, put_cp, &o)) {
+    free(o.d);
+    return syntax(p, "%s", p->lx.why);
   }
-  p->i++; /* closing quote */
-  d[k] = 0;
-  *out = d;
+  o.d[o.k] = 0;
+  *out = o.d;
   return 0;
 }
 
 /* A JSON number. 0 and *out for a non-negative integer, 1 for another
  * valid number (negative, fraction, exponent), -1 on a syntax error. */
 static int parse_number(Parser *p, uint64_t *out) {
-  skip_ws(p);
-  size_t i = p->i;
+  json_peek(&p->lx);
+  size_t i = p->lx.i;
   int neg = 0, frac = 0, over = 0;
   uint64_t v = 0;
-  if (i < p->n && p->s[i] == '-') neg = 1, i++;
-  if (i >= p->n || p->s[i] < '0' || p->s[i] > '9') return syntax(p, "expected a number");
-  if (p->s[i] == '0' && i + 1 < p->n && p->s[i + 1] >= '0' && p->s[i + 1] <= '9') {
-    p->i = i;
+  if (i < p->lx.n && p->lx.s[i] == '-') neg = 1, i++;
+  if (i >= p->lx.n || p->lx.s[i] < '0' || p->lx.s[i] > '9') return syntax(p, "expected a number");
+  if (p->lx.s[i] == '0' && i + 1 < p->lx.n && p->lx.s[i + 1] >= '0' && p->lx.s[i + 1] <= '9') {
+    p->lx.i = i;
     return syntax(p, "leading zero in a number");
   }
-  while (i < p->n && p->s[i] >= '0' && p->s[i] <= '9') {
-    unsigned dgt = (unsigned)(p->s[i++] - '0');
+  while (i < p->lx.n && p->lx.s[i] >= '0' && p->lx.s[i] <= '9') {
+    unsigned dgt = (unsigned)(p->lx.s[i++] - '0');
     if (v > (UINT64_MAX - dgt) / 10) over = 1;
     else v = v * 10 + dgt;
   }
-  if (i < p->n && p->s[i] == '.') {
+  if (i < p->lx.n && p->lx.s[i] == '.') {
     frac = 1, i++;
-    if (i >= p->n || p->s[i] < '0' || p->s[i] > '9') return p->i = i, syntax(p, "expected a digit after '.'");
-    while (i < p->n && p->s[i] >= '0' && p->s[i] <= '9') i++;
+    if (i >= p->lx.n || p->lx.s[i] < '0' || p->lx.s[i] > '9') return p->lx.i = i, syntax(p, "expected a digit after '.'");
+    while (i < p->lx.n && p->lx.s[i] >= '0' && p->lx.s[i] <= '9') i++;
   }
-  if (i < p->n && (p->s[i] == 'e' || p->s[i] == 'E')) {
+  if (i < p->lx.n && (p->lx.s[i] == 'e' || p->lx.s[i] == 'E')) {
     frac = 1, i++;
-    if (i < p->n && (p->s[i] == '+' || p->s[i] == '-')) i++;
-    if (i >= p->n || p->s[i] < '0' || p->s[i] > '9') return p->i = i, syntax(p, "expected a digit in the exponent");
-    while (i < p->n && p->s[i] >= '0' && p->s[i] <= '9') i++;
+    if (i < p->lx.n && (p->lx.s[i] == '+' || p->lx.s[i] == '-')) i++;
+    if (i >= p->lx.n || p->lx.s[i] < '0' || p->lx.s[i] > '9') return p->lx.i = i, syntax(p, "expected a digit in the exponent");
+    while (i < p->lx.n && p->lx.s[i] >= '0' && p->lx.s[i] <= '9') i++;
   }
   if (!neg && !frac && over) return syntax(p, "integer too large");
-  p->i = i;
+  p->lx.i = i;
   *out = v;
   return neg || frac ? 1 : 0;
 }
@@ -313,9 +232,9 @@ static int parse_number(Parser *p, uint64_t *out) {
 static int parse_uint_array(Parser *p, uint64_t *v, int max, int *n) {
   *n = 0;
   if (peek(p) != '[') return 1;
-  p->i++;
+  p->lx.i++;
   int bad = 0;
-  if (peek(p) == ']') return p->i++, 0;
+  if (peek(p) == ']') return p->lx.i++, 0;
   for (;;) {
     int c = peek(p);
     if (c != '-' && (c < '0' || c > '9')) return 1;
@@ -327,11 +246,11 @@ static int parse_uint_array(Parser *p, uint64_t *v, int max, int *n) {
     if (*n <= max) (*n)++;
     c = peek(p);
     if (c == ',') {
-      p->i++;
+      p->lx.i++;
       continue;
     }
     if (c == ']') {
-      p->i++;
+      p->lx.i++;
       return bad;
     }
     return syntax(p, "expected ',' or ']'");
@@ -350,9 +269,9 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
     errf(p->err, p->errlen, "%s: tensor '%s': expected an object with dtype, shape and data_offsets", file, name);
     return -1;
   }
-  p->i++;
+  p->lx.i++;
   int have_dtype = 0, have_shape = 0, have_offsets = 0;
-  if (peek(p) == '}') p->i++;
+  if (peek(p) == '}') p->lx.i++;
   else
     for (;;) {
       char *key;
@@ -420,11 +339,11 @@ static int parse_tensor(Parser *p, char *name, StTensor *t) {
       if (rc) return -1;
       int c = peek(p);
       if (c == ',') {
-        p->i++;
+        p->lx.i++;
         continue;
       }
       if (c == '}') {
-        p->i++;
+        p->lx.i++;
         break;
       }
       return syntax(p, "expected ',' or '}'");
@@ -442,8 +361,8 @@ static int parse_metadata(Parser *p, StFile *f) {
     errf(p->err, p->errlen, "%s: __metadata__ must be an object of strings", p->file);
     return -1;
   }
-  p->i++;
-  if (peek(p) == '}') return p->i++, 0;
+  p->lx.i++;
+  if (peek(p) == '}') return p->lx.i++, 0;
   size_t cap = 0;
   for (;;) {
     char *key, *value;
@@ -459,10 +378,10 @@ static int parse_metadata(Parser *p, StFile *f) {
     f->meta[f->nmeta++] = (StMeta){key, value};
     int c = peek(p);
     if (c == ',') {
-      p->i++;
+      p->lx.i++;
       continue;
     }
-    if (c == '}') return p->i++, 0;
+    if (c == '}') return p->lx.i++, 0;
     return syntax(p, "expected ',' or '}'");
   }
 }
@@ -514,7 +433,7 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
            ST_MAX_HEADER);
     return -1;
   }
-  Parser p = {buf + 8, (size_t)hlen, 0, file, err, errlen};
+  Parser p = {{buf + 8, (size_t)hlen, 0, ""}, file, err, errlen};
   const unsigned char *data = buf + 8 + hlen;
   uint64_t data_len = len - 8 - hlen;
 
@@ -522,12 +441,12 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
   size_t ne = 0, cap = 0;
   int have_meta = 0;
   if (peek(&p) != '{') {
-    if (p.i >= p.n) errf(err, errlen, "%s: header is empty, expected a JSON object", file);
+    if (p.lx.i >= p.lx.n) errf(err, errlen, "%s: header is empty, expected a JSON object", file);
     else errf(err, errlen, "%s: header is not a JSON object", file);
     return -1;
   }
-  p.i++;
-  if (peek(&p) == '}') p.i++;
+  p.lx.i++;
+  if (peek(&p) == '}') p.lx.i++;
   else
     for (;;) {
       char *key;
@@ -554,11 +473,11 @@ static int st_parse(StFile *f, const unsigned char *buf, size_t len, char *err, 
       }
       int c = peek(&p);
       if (c == ',') {
-        p.i++;
+        p.lx.i++;
         continue;
       }
       if (c == '}') {
-        p.i++;
+        p.lx.i++;
         break;
       }
       syntax(&p, "expected ',' or '}'");

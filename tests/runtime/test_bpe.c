@@ -435,7 +435,7 @@ static void test_malformed(void) {
     {__LINE__, "{\"a\": 0, \"b\": 5}", ":1:10: 'b' has id 5, but 2 tokens need ids 0..1"},
     {__LINE__, "{\"a\": 0, \"b\": 1}", ": no token for the byte 0x00 ('\xc4\x80')"},
     {__LINE__, "{\"a\": 0} x", ":1:10: unexpected text after the JSON object"},
-    {__LINE__, "{\"a\\q\": 0}", ":1:4: invalid escape in a string"},
+    {__LINE__, "{\"a\\q\": 0}", ":1:4: invalid escape '\\q'"},
     {__LINE__, "{\"a\\ud800\": 0}", ":1:4: unpaired surrogate \\ud800"},
     {__LINE__, "{\"a\xff\": 0}", ":1:4: invalid UTF-8 in a string"},
     {__LINE__, "{\"a\": 0\n\n", ":3:1: expected ',' or '}'"},

@@ -339,10 +339,10 @@ static void test_refusals(void) {
   REFUSE("{\"a\xff\":1}", 0, "model.safetensors: bad header JSON at file offset 11: invalid UTF-8 in a string");
   REFUSE("{\"a\xc0\x80\":1}", 0, "model.safetensors: bad header JSON at file offset 11: invalid UTF-8 in a string");
   REFUSE("{\"a\nb\":1}", 0, "model.safetensors: bad header JSON at file offset 11: control character 0x0a in a string");
-  REFUSE("{\"\\ud800x\":1}", 0, "model.safetensors: bad header JSON at file offset 16: unpaired surrogate \\ud800");
-  REFUSE("{\"\\udc00\":1}", 0, "model.safetensors: bad header JSON at file offset 16: unpaired surrogate \\udc00");
-  REFUSE("{\"\\u12g4\":1}", 0, "model.safetensors: bad header JSON at file offset 12: \\u needs 4 hex digits");
-  REFUSE("{\"a\\u0000\":1}", 0, "model.safetensors: bad header JSON at file offset 17: \\u0000 in a string");
+  REFUSE("{\"\\ud800x\":1}", 0, "model.safetensors: bad header JSON at file offset 10: unpaired surrogate \\ud800");
+  REFUSE("{\"\\udc00\":1}", 0, "model.safetensors: bad header JSON at file offset 10: unpaired surrogate \\udc00");
+  REFUSE("{\"\\u12g4\":1}", 0, "model.safetensors: bad header JSON at file offset 10: \\u needs 4 hex digits");
+  REFUSE("{\"a\\u0000\":1}", 0, "model.safetensors: bad header JSON at file offset 11: \\u0000 in a string");
   REFUSE("{\"a\":{\"dtype\":\"U8\",\"shape\":[01],\"data_offsets\":[0,1]}}", 1,
          "model.safetensors: bad header JSON at file offset 36: leading zero in a number");
   REFUSE("{\"a\":{\"dtype\":\"U8\",\"shape\":[1,],\"data_offsets\":[0,1]}}", 1,
