@@ -129,8 +129,9 @@ static void load(PrtCtx *c, int mb, int32_t *dst, int64_t shift) {
 /* (on a GPU, dst is in the device arena: the tokens go through its host mirror) */
 static void load_to(PrtCtx *c, int mb, int32_t *dst, int64_t shift) {
   size_t bytes = sizeof(int32_t) * (size_t)(c->mbrows * c->seq);
-  load(c, mb, c->dev ? prt_dev_mirror(c, dst, bytes) : dst, shift);
-  if (c->dev) prt_dev_out(c, dst, prt_dev_mirror(c, dst, bytes), bytes, "token ids");
+  int32_t *h = c->dev ? prt_dev_mirror(c, dst, bytes) : dst;
+  load(c, mb, h, shift);
+  if (c->dev) prt_dev_out(c, dst, h, bytes, "token ids");
 }
 void prt_load_tokens(void *ctx, int mb, int32_t *dst) { load_to(ctx, mb, dst, 0); }
 void prt_load_targets(void *ctx, int mb, int32_t *dst) { load_to(ctx, mb, dst, 1); }
