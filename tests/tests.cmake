@@ -97,6 +97,18 @@ if(PIPEC_FUZZ)
            COMMAND sh ${PIPEC_TESTS}/fuzz/run_fuzz.sh $<TARGET_FILE:fuzz_front> ${CMAKE_CURRENT_SOURCE_DIR} ${PIPEC_FUZZ_SECONDS})
 endif()
 
+# A multi-rank script of tests/stage: sh SCRIPT PIPEC SRC WORK_DIR, label
+# stage, the build's own NVRTC cache; only where mpirun is installed.
+function(pipec_mpirun_script_test name script timeout)
+  find_program(PIPEC_MPIRUN mpirun)
+  if(PIPEC_MPIRUN)
+    add_test(NAME ${name} COMMAND sh ${PIPEC_TESTS}/stage/${script} $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR}
+                                  ${CMAKE_CURRENT_BINARY_DIR}/${name})
+    set_tests_properties(${name} PROPERTIES LABELS "stage" TIMEOUT ${timeout}
+                         ENVIRONMENT "PIPEC_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/nvrtc-cache")
+  endif()
+endfunction()
+
 # The runtime's own tests (store, host transport, device), one fragment each.
 if(NOT PIPEC_FUZZ)
   file(GLOB PIPEC_RT_TEST_FRAGMENTS ${CMAKE_CURRENT_SOURCE_DIR}/tests/runtime/*.cmake)
@@ -107,11 +119,5 @@ endif()
 
 # The stage programs: compile gpt2-tiny, launch it with mpirun in many layouts.
 if(NOT PIPEC_FUZZ)
-  find_program(PIPEC_MPIRUN mpirun)
-  if(PIPEC_MPIRUN)
-    add_test(NAME stage-programs COMMAND sh ${PIPEC_TESTS}/stage/run_stages.sh $<TARGET_FILE:pipec> ${CMAKE_CURRENT_SOURCE_DIR}
-                                             ${CMAKE_CURRENT_BINARY_DIR}/stage-programs)
-    set_tests_properties(stage-programs PROPERTIES LABELS "stage" TIMEOUT 900
-                         ENVIRONMENT "PIPEC_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/nvrtc-cache")
-  endif()
+  pipec_mpirun_script_test(stage-programs run_stages.sh 900)
 endif()
