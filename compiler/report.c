@@ -108,6 +108,12 @@ static void summary(FILE *out, const Schedule *s, const SimResult *r, const char
   for (int k = 0; k < s->nranks; k++)
     fprintf(out, "#   rank %d: busy %s, bubble %.1f%%, peak in-flight %d microbatch%s\n", k, fmt_time(b1, r->busy[k]),
             100 * r->bubble[k], r->peak_inflight[k], r->peak_inflight[k] == 1 ? "" : "es");
+  if (s->nranks < 2) return;
+  char why[400];
+  if (schedule_rendezvous(s, why, sizeof why))
+    fprintf(out, "# on GPUs: each run of SEND/RECV is one NCCL group (checked: never waits forever on rendezvous sends)\n");
+  else
+    fprintf(out, "# on GPUs: SEND/RECV through the host transport, since on NCCL's rendezvous sends %s\n", why);
 }
 
 int report_schedules(FILE *out, const Program *p, const ReportOptions *opt) {

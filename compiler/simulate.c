@@ -304,3 +304,112 @@ void sim_result_free(SimResult *r) {
   free(r->end);
   memset(r, 0, sizeof *r);
 }
+
+/* ---- rendezvous: the lowered schedule on NCCL's point-to-point ---- */
+
+static int is_p2p(int k) { return k == ACT_SEND_F || k == ACT_RECV_F || k == ACT_SEND_B || k == ACT_RECV_B; }
+
+/* the rank and action that a send or receive pairs with */
+static Action p2p_peer(const Schedule *s, Action a, int *peer_rank) {
+  int bwd = a.kind == ACT_SEND_B || a.kind == ACT_RECV_B, send = a.kind == ACT_SEND_F || a.kind == ACT_SEND_B;
+  Action b = {send ? (bwd ? ACT_RECV_B : ACT_RECV_F) : (bwd ? ACT_SEND_B : ACT_SEND_F), a.stage + (bwd == send ? -1 : 1), a.mb};
+  *peer_rank = b.stage >= 0 && b.stage < s->nstages ? s->stage_rank[b.stage] : -1;
+  return b;
+}
+
+int schedule_rendezvous(const Schedule *s, char *why, size_t whylen) {
+  int p = s->nranks, ok = 1;
+  char b1[48], b2[48], b3[48];
+  if (whylen) *why = 0;
+  int **at = calloc((size_t)p, sizeof(int *)), **gstart = calloc((size_t)p, sizeof(int *));
+  int *pc = calloc((size_t)p, sizeof(int)), *tied_at = calloc((size_t)p, sizeof(int));
+  for (int r = 0; r < p; r++) {
+    int n = s->rank[r].n;
+    at[r] = malloc(sizeof(int) * (size_t)(n + 1)), gstart[r] = malloc(sizeof(int) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) /* a run of consecutive sends and receives is one group */
+      gstart[r][i] = is_p2p(s->rank[r].a[i].kind) ? (i && is_p2p(s->rank[r].a[i - 1].kind) ? gstart[r][i - 1] : i) : -1;
+  }
+  /* where each send's receive is (by kind, stage and microbatch); NCCL pairs
+     the operations between two ranks in the order they are issued (it has no
+     tags), so both sides must keep one order */
+  size_t nk = (size_t)s->nstages * (size_t)s->nmb;
+  int *where = malloc(sizeof(int) * 4 * nk), *last = malloc(sizeof(int) * 4 * (size_t)p); /* [peer, send]: partner, own step */
+  for (size_t k = 0; k < 4 * nk; k++) where[k] = -1;
+#define KEY(a) ((size_t)((a).kind - ACT_SEND_F) * nk + (size_t)(a).stage * (size_t)s->nmb + (size_t)(a).mb)
+  for (int r = 0; r < p; r++)
+    for (int i = 0; i < s->rank[r].n; i++) {
+      Action a = s->rank[r].a[i];
+      if (is_p2p(a.kind) && a.stage >= 0 && a.stage < s->nstages && a.mb >= 0 && a.mb < s->nmb) where[KEY(a)] = i;
+    }
+  for (int r = 0; r < p && ok; r++) {
+    for (int k = 0; k < 4 * p; k++) last[k] = -1;
+    for (int i = 0; i < s->rank[r].n && ok; i++) {
+      Action a = s->rank[r].a[i];
+      at[r][i] = -1;
+      if (!is_p2p(a.kind)) continue;
+      int q, send = a.kind == ACT_SEND_F || a.kind == ACT_SEND_B;
+      Action b = p2p_peer(s, a, &q);
+      if (q >= 0 && b.mb >= 0 && b.mb < s->nmb) at[r][i] = where[KEY(b)];
+      if (at[r][i] < 0) {
+        snprintf(why, whylen, "rank %d step %d (%s) has no matching %s on rank %d", r, i + 1, fmt_act(a, b1), fmt_act(b, b2), q);
+        ok = 0;
+      } else if (at[r][i] < last[2 * q + send]) {
+        snprintf(why, whylen, "rank %d issues %s after %s, but rank %d issues their partners in the other order", r,
+                 fmt_act(a, b1), fmt_act(s->rank[r].a[last[2 * p + 2 * q + send]], b2), q);
+        ok = 0;
+      } else
+        last[2 * q + send] = at[r][i], last[2 * p + 2 * q + send] = i;
+    }
+  }
+#undef KEY
+  free(where), free(last);
+  /* run it: a group completes once every partner of its operations is posted
+     (the partner's rank has reached the partner's group); TIED_ALLREDUCE waits
+     for the other tied rank's */
+  int tied_a = s->stage_rank[0], tied_b = s->stage_rank[s->nstages - 1];
+  for (int r = 0; r < p; r++) tied_at[r] = -1;
+  for (int moved = 1; ok && moved;) {
+    moved = 0;
+    for (int r = 0; r < p; r++)
+      while (pc[r] < s->rank[r].n) {
+        int i = pc[r];
+        Action a = s->rank[r].a[i];
+        if (a.kind == ACT_TIED_ALLREDUCE) {
+          int other = r == tied_a ? tied_b : tied_a;
+          tied_at[r] = i;
+          if (other != r && (tied_at[other] < 0 || pc[other] < tied_at[other])) break;
+        } else if (is_p2p(a.kind)) {
+          int end = i, ready = 1;
+          while (end < s->rank[r].n && gstart[r][end] == i) end++;
+          for (int j = i; j < end && ready; j++) {
+            int q;
+            p2p_peer(s, s->rank[r].a[j], &q);
+            ready = pc[q] >= gstart[q][at[r][j]];
+          }
+          if (!ready) break;
+          pc[r] = end, moved = 1;
+          continue;
+        }
+        pc[r]++, moved = 1;
+      }
+  }
+  for (int r = 0; r < p && ok; r++)
+    if (pc[r] < s->rank[r].n) {
+      Action a = s->rank[r].a[pc[r]];
+      snprintf(why, whylen, "rank %d would wait forever at step %d (%s)", r, pc[r] + 1, fmt_act(a, b1));
+      if (is_p2p(a.kind))
+        for (int j = pc[r]; j < s->rank[r].n && gstart[r][j] == pc[r]; j++) {
+          int q;
+          Action b = p2p_peer(s, s->rank[r].a[j], &q);
+          if (pc[q] >= gstart[q][at[r][j]]) continue;
+          size_t len = strlen(why);
+          snprintf(why + len, whylen - len, ": its %s needs %s, which rank %d never reaches: it waits at step %d (%s)",
+                   fmt_act(s->rank[r].a[j], b1), fmt_act(b, b2), q, pc[q] + 1, fmt_act(s->rank[q].a[pc[q]], b3));
+          break;
+        }
+      ok = 0;
+    }
+  for (int r = 0; r < p; r++) free(at[r]), free(gstart[r]);
+  free(at), free(gstart), free(pc), free(tied_at);
+  return ok;
+}

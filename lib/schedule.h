@@ -103,4 +103,11 @@ typedef struct SimResult {
 SimResult schedule_simulate(const Schedule *s, const StageCost *costs, double comm_time);
 void sim_result_free(SimResult *r);
 
+/* Whether the lowered schedule runs on rendezvous point-to-point (NCCL's
+ * send/recv: a send completes only once its receive is posted) when each
+ * run of consecutive SEND/RECV actions of a rank is one NCCL group: the
+ * operations between two ranks pair in issue order on both sides, and no
+ * rank waits forever. 1, or 0 with the reason in why. */
+int schedule_rendezvous(const Schedule *s, char *why, size_t whylen);
+
 #endif

@@ -5,7 +5,9 @@
  * (p-1)/(v*m+p-1) (m a multiple of p); ZB1P is below 1F1B with 1F1B's
  * memory; ZBV and Looped BFS are valid; broken schedules (B before F, a
  * missing receive, a cyclic wait, an unmatched send) are rejected with the
- * failing rank and step named. */
+ * failing rank and step named. GPipe, 1F1B, ZB1P and forward-only also run
+ * on rendezvous sends (NCCL's, each run of sends and receives one group),
+ * and hand-made schedules that would not are told apart. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,11 @@ static SimResult run(int kind, int p, int v, int m, Schedule **out) {
   for (int i = 0; i < c->nstages; i++) cs[i] = (StageCost){1.0 / v, 2.0 / v, 1.0 / v, 1.0 / v};
   r = schedule_simulate(s, cs, 0);
   free(cs);
+  char why[400];
+  if (r.ok && (kind == SCHED_GPIPE || kind == SCHED_1F1B || kind == SCHED_ZB1P || kind == SCHED_FORWARD_ONLY) && !schedule_rendezvous(s, why, sizeof why)) { /* every generated schedule runs on NCCL's point-to-point too */
+    snprintf(r.error, sizeof r.error, "%s p=%d v=%d m=%d: not safe on rendezvous sends: %s", schedule_names[kind], p, v, m, why);
+    r.ok = 0;
+  }
   schedule_free(c);
   if (out) *out = s;
   else schedule_free(s);
@@ -129,6 +136,37 @@ static void broken(void) {
   expect_error("W before I", 1, 1, 1, w_before_i, "rank 0, step 2 (0W0): comes before 0I0");
 }
 
+/* NCCL's point-to-point: a send completes only once its receive is posted; a
+   run of consecutive sends and receives is one group */
+static void rendezvous(void) {
+  struct {
+    const char *name, *rows[2];
+    int nmb;
+    const char *want; /* NULL: safe */
+  } cases[] = {
+      {"1f1b by hand", {"0F0 0SEND_F0 0RECV_B0 0B0", "1RECV_F0 1F0 1B0 1SEND_B0"}, 1, NULL},
+      {"crossing in one group", {"0F0 0F1 0SEND_F0 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1", "1RECV_F0 1F0 1I0 1SEND_B0 1RECV_F1 1W0 1F1 1B1 1SEND_B1"}, 2, NULL},
+      {"crossing in two groups",
+       {"0F0 0SEND_F0 0F1 0SEND_F1 0F2 0SEND_F2 0RECV_B0 0B0 0RECV_B1 0B1 0RECV_B2 0B2",
+        "1RECV_F0 1F0 1I0 1SEND_B0 1W0 1RECV_F1 1F1 1I1 1SEND_B1 1W1 1RECV_F2 1F2 1B2 1SEND_B2"},
+       3,
+       "rank 0 would wait forever at step 4 (0SEND_F1): its 0SEND_F1 needs 1RECV_F1, which rank 1 never reaches: it waits at step 4 (1SEND_B0)"},
+      {"pairs in another order", {"0F0 0F1 0SEND_F0 0SEND_F1", "1RECV_F1 1RECV_F0 1F0 1F1"}, 2,
+       "rank 0 issues 0SEND_F1 after 0SEND_F0, but rank 1 issues their partners in the other order"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    Schedule *s = from_rows(2, 2, cases[i].nmb, cases[i].rows);
+    SimResult r = schedule_simulate(s, NULL, 0);
+    char why[400];
+    int safe = schedule_rendezvous(s, why, sizeof why);
+    CHECK(r.ok, "%s: the eager simulation says %s", cases[i].name, r.error);
+    if (!cases[i].want) CHECK(safe, "%s: unsafe on rendezvous sends: %s", cases[i].name, why);
+    else CHECK(!safe && !strcmp(why, cases[i].want), "%s: want \"%s\", got %s \"%s\"", cases[i].name, cases[i].want, safe ? "safe" : "unsafe", why);
+    sim_result_free(&r);
+    schedule_free(s);
+  }
+}
+
 static void text_form(void) {
   const char *ok[] = {"0F1", "12B3", "2I4", "2W4", "1SEND_F1", "2RECV_F1", "2SEND_B0", "1RECV_B0", "0REDUCE_GRAD", "TIED_ALLREDUCE", "STEP"};
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -148,6 +186,7 @@ static void text_form(void) {
 int main(void) {
   text_form();
   broken();
+  rendezvous();
   grid();
   return check_summary();
 }
