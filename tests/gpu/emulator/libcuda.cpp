@@ -8,8 +8,9 @@
  * cuModuleLoadData, cuCtxSynchronize) and every entry point of
  * runtime/device.c's cu_syms table, so that the runtime's device path (and
  * runtime/kernels_dev.c on top of it) runs against it as against a driver:
- * one device ("CUDA emulator", sm_90, 4 SMs), its primary context, streams
- * and events. Every stream executes its work at once (a launch or copy has
+ * EMU_DEVICES identical devices (default 1; "CUDA emulator", sm_90, 4 SMs)
+ * sharing one memory budget and one primary context token (a process uses
+ * one of them), streams and events. Every stream executes its work at once (a launch or copy has
  * finished when the call returns), so streams, events and synchronizations
  * only check their arguments. The signatures and return codes are the
  * driver's (as tests/runtime/fake_libcuda.c has them); what a real driver
@@ -70,6 +71,14 @@ static bool in_alloc(uint64_t p, size_t n) {
   --it;
   return p - it->first + n <= it->second;
 }
+/* EMU_DEVICES=N: N devices, so that a job with N local ranks gets one each
+ * (the runtime uses NCCL only then) */
+static int device_count() {
+  const char *v = getenv("EMU_DEVICES");
+  int n = v && *v ? atoi(v) : 1;
+  return n < 1 ? 1 : n;
+}
+static bool bad_device(int dev) { return dev < 0 || dev >= device_count(); }
 static bool stream_ok(void *s) { return s == nullptr || streams.count(s); } /* NULL: the legacy default stream */
 
 extern "C" {
@@ -94,40 +103,40 @@ CUresult cuInit(unsigned flags) {
 }
 CUresult cuDeviceGetCount(int *n) {
   if (!initialised) return NOT_INITIALIZED;
-  *n = 1;
+  *n = device_count();
   return OK;
 }
 CUresult cuDeviceGet(int *d, int ordinal) {
   if (!initialised) return NOT_INITIALIZED;
-  if (ordinal != 0) return INVALID_DEVICE;
-  *d = 0;
+  if (bad_device(ordinal)) return INVALID_DEVICE;
+  *d = ordinal;
   return OK;
 }
 CUresult cuDeviceGetName(char *name, int len, int dev) {
-  if (dev != 0) return INVALID_DEVICE;
+  if (bad_device(dev)) return INVALID_DEVICE;
   if (len <= 0) return INVALID_VALUE;
   snprintf(name, (size_t)len, "CUDA emulator");
   return OK;
 }
 CUresult cuDeviceGetAttribute(int *v, int attr, int dev) { /* an sm_90 with 4 SMs */
-  if (dev != 0) return INVALID_DEVICE;
+  if (bad_device(dev)) return INVALID_DEVICE;
   *v = attr == 75 ? 9 : attr == 76 ? 0 : attr == 16 ? 4 : 0;
   return OK;
 }
 CUresult cuDeviceTotalMem_v2(size_t *b, int dev) {
-  if (dev != 0) return INVALID_DEVICE;
+  if (bad_device(dev)) return INVALID_DEVICE;
   *b = total_memory;
   return OK;
 }
 CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev) {
   if (!initialised) return NOT_INITIALIZED;
-  if (dev != 0) return INVALID_DEVICE;
+  if (bad_device(dev)) return INVALID_DEVICE;
   *ctx = &ctx_token;
   ctx_refs++;
   return OK;
 }
 CUresult cuDevicePrimaryCtxRelease_v2(int dev) {
-  if (dev != 0) return INVALID_DEVICE;
+  if (bad_device(dev)) return INVALID_DEVICE;
   if (ctx_refs <= 0) return INVALID_CONTEXT;
   ctx_refs--;
   return OK;
