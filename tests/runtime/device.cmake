@@ -99,3 +99,12 @@ if(NOT PIPEC_FUZZ)
 else()
   message(STATUS "pipec: no C++17 compiler; the CUDA emulator and the kernels-dev-emu test are not built")
 endif()
+
+# The fake NCCL as a multi-process library: forked jobs of 2 to 4 ranks
+# (all-reduce, split, grouped and blocking send/recv, timeouts, a dead peer).
+add_executable(test_fake_nccl ${CMAKE_CURRENT_LIST_DIR}/test_fake_nccl.c)
+target_include_directories(test_fake_nccl PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_fake_nccl PRIVATE ${CMAKE_DL_LIBS})
+add_dependencies(test_fake_nccl pipec_fake_nccl)
+add_test(NAME device-fake-nccl COMMAND test_fake_nccl ${PIPEC_FAKE_CUDA_DIR})
+set_tests_properties(device-fake-nccl PROPERTIES LABELS runtime TIMEOUT 60)
