@@ -760,8 +760,8 @@ void sema_check_sections(Sema *S) {
   if (tw[6]) want_float(S, tv[6], "grad_clip", 0, 1e30, 0, &P->grad_clip, S->model_scope);
   if (tw[7]) want_int(S, tv[7], "steps", 1, (int64_t)1 << 40, &P->steps, S->model_scope);
   if (tw[8]) {
-    static const char *const pr[] = {"fp32", "bf16"};
-    want_sym(S, tv[8], "precision", pr, 2, &P->precision);
+    static const char *const pr[] = {"fp32", "tf32", "bf16"};
+    want_sym(S, tv[8], "precision", pr, 3, &P->precision);
   }
   if (tw[9]) want_str(S, tv[9], "data", &P->data);
   if (tw[10]) want_str(S, tv[10], "val_data", &P->val_data);

@@ -45,6 +45,11 @@ typedef struct Gen {
   int64_t maxT;     /* generation: positions a KV cache holds */
   char *err;
   size_t errlen;
+  /* gradient buckets (dp > 1): per param its bucket, -1 if none; while
+     lowering a backward op (track), the params whose gradient it writes */
+  int *bucket_of, *bucket_calls, nbuckets;
+  int64_t *bucket_lo, *bucket_hi;
+  int track, touched[8], ntouched;
 } Gen;
 
 static int fail(Gen *G, const char *fmt, ...) {
@@ -199,6 +204,7 @@ static void Ap(Gen *G, SCall *cl, int param, int row0, int grads) {
   }
   const OgParam *pp = &G->g->param[param];
   int64_t base = grads ? G->sp->grads_off : G->sp->params_off;
+  if (grads && G->track && G->ntouched < 8) G->touched[G->ntouched++] = param;
   A(cl, 'p', SB_ARENA, base + (G->poff[param] + (int64_t)row0 * (pp->cols ? pp->cols : 1)) * 4, 0);
 }
 static int Kconst(Gen *G, const KAttn *k) {
@@ -367,6 +373,21 @@ static void lower_op(Gen *G, SFunc *f, const Chunk *c, int i) {
   case OP_KIND_COUNT: break;
   }
 #undef T
+}
+
+/* a backward op, then prt_grad_ready for each gradient bucket it wrote */
+static void lower_bwd_op(Gen *G, SFunc *f, const Chunk *c, int i) {
+  G->track = G->bucket_of != NULL, G->ntouched = 0;
+  lower_op(G, f, c, i);
+  G->track = 0;
+  for (int k = 0; k < G->ntouched; k++) {
+    int b = G->bucket_of[G->touched[k]], seen = 0;
+    for (int e = 0; e < k; e++) seen |= G->bucket_of[G->touched[e]] == b;
+    if (b < 0 || seen) continue;
+    SCall *cl = call(G, f, "prt_grad_ready", "ci", "gradients");
+    Actx(cl), Ai(cl, b);
+    G->bucket_calls[b]++;
+  }
 }
 
 static SFunc *new_func(Gen *G, const char *fmt, int c) {
@@ -708,6 +729,36 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     want = next, more = 1;
   }
   sp->param_floats = pf;
+  /* Gradient buckets, for the dp all-reduce to start inside the backward:
+     the runs of parameters in arena order with the same REDUCE_GRAD and the
+     same top-level module (a layer). Each backward op that writes a
+     bucket's gradients is followed by prt_grad_ready(bucket); the bucket is
+     final at the last of its calls of the step (calls per microbatch x
+     microbatches: the manifest's count), where the runtime starts its
+     all-reduce on NCCL. */
+  if (p->dp > 1 && !templates && p->has_train) {
+    G->bucket_of = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
+    G->bucket_calls = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
+    G->bucket_lo = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nparam + 1));
+    G->bucket_hi = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nparam + 1));
+    int *top = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
+    for (int q = 0; q < g->nparam; q++) G->bucket_of[q] = -1, top[q] = -1;
+    for (int i = 0; i < g->nop; i++) /* a parameter's module: its first op's, in graph order */
+      for (int k = 0; k < 2; k++) {
+        int q = k ? g->op[i].bias : g->op[i].weight;
+        if (q >= 0 && top[q] < 0) top[q] = g->op[i].top;
+      }
+    for (int64_t at = 0, prev = -1; at < pf;) { /* parameters in arena order */
+      int q = -1;
+      for (int e = 0; e < g->nparam && q < 0; e++)
+        if (G->poff[e] == at) q = e;
+      if (q < 0) return fail(G, "no parameter at offset %lld of pipeline %d rank %d (internal)", (long long)at, pipeline, pp_rank), NULL;
+      if (prev < 0 || key[q] != key[prev] || top[q] != top[prev]) G->bucket_lo[G->nbuckets] = at, G->bucket_calls[G->nbuckets++] = 0;
+      G->bucket_of[q] = G->nbuckets - 1;
+      at += psize(&g->param[q]);
+      G->bucket_hi[G->nbuckets - 1] = at, prev = q;
+    }
+  }
   char **grp = arena_alloc(a, sizeof(char *) * (size_t)(g->nparam + 1));
   for (int q = 0; templates && q < g->nparam; q++)
     if (G->poff[q] >= 0) grp[q] = reduce_group(G, q);
@@ -845,12 +896,20 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       Actx(k), At(G, k, c, g->loss, 0), At(G, k, c, g->targets, 0), Ai(k, G->N);
     }
     f = new_func(G, "pipec_c%d_i", c->stage);
-    for (int q = 0; q < c->ni; q++) lower_op(G, f, c, c->iops[q]);
+    for (int q = 0; q < c->ni; q++) lower_bwd_op(G, f, c, c->iops[q]);
     f = new_func(G, "pipec_c%d_w", c->stage);
-    for (int q = 0; q < c->nw; q++) lower_op(G, f, c, c->wops[q]);
+    for (int q = 0; q < c->nw; q++) lower_bwd_op(G, f, c, c->wops[q]);
   }
   SFunc *step = new_func(G, "pipec_step", 0); /* empty without a train section */
   step->is_step = 1;
+  /* On GPUs the pipeline's sends and receives go through NCCL, whose sends
+     complete only once the receive is posted: each run of consecutive
+     SEND/RECV actions is one NCCL group (prt_pp_group), when the schedule is
+     proven not to wait forever that way; else the host transport's eager
+     queues carry them (the runtime says which, from the manifest) */
+  char p2p_why[400];
+  int p2p = schedule_rendezvous(s, p2p_why, sizeof p2p_why);
+#define IS_P2P(k) ((k) == ACT_SEND_F || (k) == ACT_RECV_F || (k) == ACT_SEND_B || (k) == ACT_RECV_B)
   for (int k = 0; k < ra->n && train; k++) {
     Action x = ra->a[k];
     Chunk *c = x.stage >= 0 && mine[x.stage] >= 0 ? &ch[mine[x.stage]] : NULL;
@@ -881,11 +940,13 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       int nt = x.kind == ACT_SEND_F ? c->nsf : x.kind == ACT_RECV_F ? c->nrf : x.kind == ACT_SEND_B ? c->nsb : c->nrb;
       int peer_stage = x.stage + (bwd ? -1 : 1) * (send ? 1 : -1);
       int receiver = send ? peer_stage : x.stage;
+      if (p2p && (k == 0 || !IS_P2P(ra->a[k - 1].kind))) cl = call(G, step, "prt_pp_group", "ci", "send/receive group"), Actx(cl), Ai(cl, 1);
       for (int q = 0; q < nt; q++) {
         cl = call(G, step, send ? "prt_pp_send" : "prt_pp_recv", "ciipl", send ? "send" : "receive");
         Actx(cl), Ai(cl, s->stage_rank[peer_stage]), Ai(cl, msg_tag(bwd, receiver, x.mb, q));
         A(cl, 'p', SB_ARENA, TENSOR(ts[q]), 0), Al(cl, tbytes(G, ts[q]));
       }
+      if (p2p && (k + 1 == ra->n || !IS_P2P(ra->a[k + 1].kind))) cl = call(G, step, "prt_pp_group", "ci", "send/receive group"), Actx(cl), Ai(cl, 0);
       break;
     }
     case ACT_REDUCE_GRAD: {
@@ -937,6 +998,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       break;
     }
 #undef TENSOR
+#undef IS_P2P
   }
 
   if (train) lower_eval(G, ch, nc, nmb);
@@ -948,6 +1010,15 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
   bprintf(&m, "stage %d pipeline %d stages %d\n", pp_rank, pipeline, s->nranks);
   bprintf(&m, "world %d tp %d dp %d pp %d\n", p->world, p->tp, p->dp, p->pp);
   bprintf(&m, "precision %s\n", p->precision ? p->precision : "fp32");
+  for (int b = 0; b < G->nbuckets; b++)
+    bprintf(&m, "bucket %d %lld %lld %lld\n", b, (long long)G->bucket_lo[b], (long long)(G->bucket_hi[b] - G->bucket_lo[b]),
+            (long long)G->bucket_calls[b] * nmb);
+  if (p2p) bprintf(&m, "p2p nccl\n");
+  else {
+    for (char *q = p2p_why; *q; q++) /* one line */
+      if (*q == '\n') *q = ' ';
+    bprintf(&m, "p2p host %s\n", p2p_why);
+  }
   int64_t vocab = 0; /* the rows of the embedding that reads the token ids: the data's range */
   for (int i = 0; i < g->nfwd; i++)
     if (g->op[i].kind == OP_EMBEDDING && g->op[i].in[0] == g->tokens && g->op[i].weight >= 0) vocab = g->param[g->op[i].weight].full_rows;

@@ -1043,12 +1043,18 @@ PrtNccl *prt_nccl_split(PrtNccl *c, int color, int key) {
   return g;
 }
 
-void prt_nccl_allreduce(PrtNccl *c, uint64_t buf, size_t n, const char *what) {
+void prt_nccl_allreduce_start(PrtNccl *c, uint64_t buf, size_t n, const char *what) {
   if (!n) return;
   if (!c->in_group) comm_after_compute(c->d, what);
   void *p = (void *)(uintptr_t)buf;
   nccl_result(c, nc.AllReduce(p, p, n, ncclFloat32, ncclSum, c->comm, c->d->comm), "ncclAllReduce", what);
-  if (!c->in_group) compute_after_comm(c->d, what);
+}
+
+void prt_nccl_join(PrtNccl *c, const char *what) { compute_after_comm(c->d, what); }
+
+void prt_nccl_allreduce(PrtNccl *c, uint64_t buf, size_t n, const char *what) {
+  prt_nccl_allreduce_start(c, buf, n, what);
+  if (n && !c->in_group) prt_nccl_join(c, what);
 }
 
 void prt_nccl_send(PrtNccl *c, int peer, uint64_t buf, size_t bytes, const char *what) {

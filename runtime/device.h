@@ -138,6 +138,12 @@ struct PrtStore;
 PrtNccl *prt_nccl_init(PrtDevice *d, struct PrtStore *st, const char *prefix, int rank, int world, double timeout_s);
 PrtNccl *prt_nccl_split(PrtNccl *c, int color, int key);
 void prt_nccl_allreduce(PrtNccl *c, uint64_t buf, size_t n, const char *what);
+/* The all-reduce on the communication stream (after the compute stream's
+ * work so far) without making the compute stream wait for it: the compute
+ * goes on until prt_nccl_join, which makes the compute stream wait for
+ * everything on the communication stream so far (any communicator's). */
+void prt_nccl_allreduce_start(PrtNccl *c, uint64_t buf, size_t n, const char *what);
+void prt_nccl_join(PrtNccl *c, const char *what);
 void prt_nccl_send(PrtNccl *c, int peer, uint64_t buf, size_t bytes, const char *what);
 void prt_nccl_recv(PrtNccl *c, int peer, uint64_t buf, size_t bytes, const char *what);
 void prt_nccl_group_start(PrtNccl *c);

@@ -119,6 +119,20 @@ static void parse_manifest(PrtCtx *c, const char *text) {
     } else if (!strcmp(key, "flops_per_token"))
       bad |= sscanf(line, "flops_per_token %lf", &c->flops_per_token) != 1;
     else if (!strcmp(key, "precision")) bad |= sscanf(line, "precision %7s", c->precision) != 1;
+    else if (!strcmp(key, "bucket")) {
+      int b;
+      struct RtBucket x = {0};
+      if (sscanf(line, "bucket %d %" SCNd64 " %" SCNd64 " %" SCNd64, &b, &x.lo, &x.n, &x.want) != 4 || b != c->nbuckets || x.lo < 0 || x.n < 0)
+        bad = 1;
+      else {
+        struct RtBucket *nb = realloc(c->buckets, sizeof *nb * (size_t)(b + 1));
+        if (!nb) bad = 1;
+        else c->buckets = nb, c->buckets[c->nbuckets++] = x;
+      }
+    } else if (!strcmp(key, "p2p")) {
+      c->p2p_nccl = !strcmp(line, "p2p nccl");
+      if (!c->p2p_nccl) snprintf(c->p2p_why, sizeof c->p2p_why, "%s", line + strlen("p2p host") + (strlen(line) > 8));
+    }
     else if (!strcmp(key, "checkpoint"))
       bad |= sscanf(line, "checkpoint every %" SCNd64 " keep %" SCNd64, &c->save_every, &c->keep) != 2;
     else if (!strcmp(key, "save_dir") || !strcmp(key, "init")) /* the rest of the line */
@@ -231,36 +245,95 @@ void prt_tp_allreduce(void *ctx, float *buf, long n, int op) {
   if (c->dev) dev_out(c, dbuf, buf, sizeof(float) * (size_t)n, "tensor-parallel max all-reduce");
 }
 
-/* activations and their gradients between pipeline neighbours: through the
-   host transport, on a GPU too (its queues are eager, so the schedule's
-   order of sends and receives never waits crosswise; NCCL's rendezvous
-   sends would need each send paired with the receive it crosses) */
+/* Activations and their gradients between pipeline neighbours. On GPUs with
+   NCCL, the sends and receives of one prt_pp_group run as one NCCL group on
+   the pipeline's communicator (peer = pp rank): NCCL's sends complete only
+   once their receive is posted, and the compiler emits groups only for
+   schedules it proved never wait forever that way (schedule_rendezvous).
+   Otherwise (the CPU, ranks sharing a GPU, other schedules, generation's
+   calls outside groups) the host transport's eager queues carry them. */
+void prt_pp_group(void *ctx, int begin) {
+  PrtCtx *c = ctx;
+  c->in_pp_group = begin;
+  if (!c->nccl_pp) return;
+  char w[200];
+  snprintf(w, sizeof w, "%s stage %d: a group of pipeline sends and receives", c->model, c->stage);
+  if (begin) prt_nccl_group_start(c->nccl_pp);
+  else prt_nccl_group_end(c->nccl_pp, w);
+}
+static const char *pp_what(PrtCtx *c, char *w, size_t n, const char *dir, int pp_peer, long bytes) {
+  snprintf(w, n, "%s stage %d: pipeline %s pp rank %d, %ld bytes", c->model, c->stage, dir, pp_peer, bytes);
+  return w;
+}
 void prt_pp_send(void *ctx, int pp_peer, int tag, const void *buf, long bytes) {
   PrtCtx *c = ctx;
+  char w[256];
+  if (c->nccl_pp && c->in_pp_group)
+    return prt_nccl_send(c->nccl_pp, pp_peer, (uint64_t)(uintptr_t)buf, (size_t)bytes, pp_what(c, w, sizeof w, "send to", pp_peer, bytes));
   if (c->dev) buf = dev_in(c, buf, (size_t)bytes, "pipeline send");
   prt_send(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, buf, (size_t)bytes);
 }
 void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes) {
   PrtCtx *c = ctx;
+  char w[256];
+  if (c->nccl_pp && c->in_pp_group)
+    return prt_nccl_recv(c->nccl_pp, pp_peer, (uint64_t)(uintptr_t)buf, (size_t)bytes, pp_what(c, w, sizeof w, "receive from", pp_peer, bytes));
   void *dst = c->dev ? prt_dev_mirror(c, buf, (size_t)bytes) : buf;
   prt_recv(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, dst, (size_t)bytes);
   if (c->dev) dev_out(c, buf, dst, (size_t)bytes, "pipeline receive");
 }
+/* A stage's gradients are final at its REDUCE_GRAD: on NCCL their
+   all-reduce starts on the communication stream and the compute stream goes
+   on (the rank's other chunks' backward) until something reads gradients. */
+static void grads_join(PrtCtx *c) {
+  if (c->grads_pending) prt_nccl_join(c->nccl_dp, "data-parallel gradient all-reduce");
+  c->grads_pending = 0;
+}
+static void dp_start(PrtCtx *c, float *grads, long n, const char *what) {
+  char w[320];
+  snprintf(w, sizeof w, "%s stage %d: data-parallel gradient all-reduce, %s, %ld floats", c->model, c->stage, what, n);
+  prt_nccl_allreduce_start(c->nccl_dp, (uint64_t)(uintptr_t)grads, (size_t)n, w);
+  c->grads_pending = 1;
+}
+/* the backward wrote gradients of bucket b: at its last write of the step,
+   its all-reduce starts (on NCCL; elsewhere REDUCE_GRAD does them all) */
+void prt_grad_ready(void *ctx, int b) {
+  PrtCtx *c = ctx;
+  if (!c->nccl_dp || !c->dev || b < 0 || b >= c->nbuckets) return;
+  struct RtBucket *x = &c->buckets[b];
+  if (++x->got != x->want) return;
+  char what[48];
+  snprintf(what, sizeof what, "bucket %d", b);
+  dp_start(c, (float *)(c->darena + c->grads_off) + x->lo, (long)x->n, what);
+  x->started = 1;
+}
 void prt_dp_allreduce(void *ctx, float *grads, long n) {
   PrtCtx *c = ctx;
-  if (c->dp > 1) allreduce_sum(c, c->dp_group, c->nccl_dp, grads, n, "data-parallel gradient all-reduce");
+  if (c->dp <= 1) return;
+  if (!c->dev || !c->nccl_dp) return allreduce_sum(c, c->dp_group, c->nccl_dp, grads, n, "data-parallel gradient all-reduce");
+  if (!c->nbuckets) return dp_start(c, grads, n, "a stage's gradients");
+  /* the stage's buckets have all started; one that has not saw fewer writes than compiled */
+  int64_t lo = (int64_t)(grads - (float *)(c->darena + c->grads_off));
+  for (int b = 0; b < c->nbuckets; b++) {
+    struct RtBucket *x = &c->buckets[b];
+    if (x->lo < lo || x->lo + x->n > lo + n || x->started) continue;
+    if (x->want) prt_die(c, "internal error: gradient bucket %d saw %lld of its %lld writes by the end of the stage's backward", b, (long long)x->got, (long long)x->want);
+    dp_start(c, (float *)(c->darena + c->grads_off) + x->lo, (long)x->n, "a bucket without writes"), x->started = 1;
+  }
 }
 /* templates: the gradients of parameters param.. (n floats) summed over every rank holding them */
 void prt_grad_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
   RtParam *p = param_at(c, param);
   if (!p || !p->grad_group) prt_die(c, "parameter %d has no gradient group (damaged manifest)", param);
+  grads_join(c);
   allreduce_sum(c, p->grad_group, NULL, grads, n, p->name);
 }
 void prt_tied_allreduce(void *ctx, int param, float *grads, long n) {
   PrtCtx *c = ctx;
   RtParam *p = param_at(c, param);
-  if (p && p->tied_group) allreduce_sum(c, p->tied_group, NULL, grads, n, p->name);
+  grads_join(c);
+  if (p && p->tied_group) allreduce_sum(c, p->tied_group, c->nccl_tied, grads, n, p->name);
 }
 
 static double lr_at(PrtCtx *c, int step) {
@@ -306,6 +379,8 @@ static int same_decay(const RtParam *a, const RtParam *b) { return !a->cols == !
 
 void prt_optimizer_step(void *ctx) {
   PrtCtx *c = ctx;
+  grads_join(c);
+  for (int b = 0; b < c->nbuckets; b++) c->buckets[b].got = 0, c->buckets[b].started = 0;
   char *base = c->dev ? c->darena : c->arena;
   float *P = (float *)(base + c->params_off), *Gr = (float *)(base + c->grads_off);
   float *M = (float *)(base + c->optim_off), *V = M + c->floats;
@@ -477,7 +552,7 @@ static void ctx_free(PrtCtx *c) {
   prt_store_close(c->store);
   prt_tokens_close(&c->train_tokens), prt_tokens_close(&c->val_tokens);
   free(c->data_glob), free(c->val_glob), free(c->save_dir), free(c->init_path);
-  free(c->scratch), free(c->params), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c); /* the arena: prt_comm_finalize */
+  free(c->scratch), free(c->params), free(c->buckets), free(c->rk_pipe), free(c->rk_pp), free(c->rk_tp), free(c); /* the arena: prt_comm_finalize */
   g_ctx = NULL;
 }
 

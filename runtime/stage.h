@@ -54,9 +54,11 @@ void prt_dropout_backward(void *ctx, float *dinp, const float *dout, long n, flo
 void prt_loss_add(void *ctx, const float *losses, const int32_t *targets, int N);
 /* communication */
 void prt_tp_allreduce(void *ctx, float *buf, long n, int op); /* op 0 sum, 1 max */
+void prt_pp_group(void *ctx, int begin); /* 1 before a run of sends and receives, 0 after: one NCCL group */
 void prt_pp_send(void *ctx, int pp_peer, int tag, const void *buf, long bytes);
 void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes);
 void prt_dp_allreduce(void *ctx, float *grads, long n);
+void prt_grad_ready(void *ctx, int bucket); /* after each backward op that writes a gradient bucket (dp > 1) */
 void prt_tied_allreduce(void *ctx, int param, float *grads, long n);
 void prt_grad_allreduce(void *ctx, int param, float *grads, long n); /* templates: per parameter group */
 void prt_optimizer_step(void *ctx);

@@ -36,9 +36,22 @@ void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
   char why[512];
   int me = c->env.rank;
   PrtDevice *d = prt_device_open(me, c->env.local_rank, why, sizeof why);
-  /* every rank on a GPU, or none: [ranks with one, ranks whose machine has more ranks than GPUs] */
-  double on[2] = {d != NULL, d && c->env.local_world > prt_device_count(d)};
-  prt_allreduce_sum_f64(c->world_group, on, 2);
+  /* the tied weights' holders, as pipeline ranks; one NCCL communicator
+     serves them when all of this rank's tied parameters have the same
+     holders (and every rank's do, so that each communicator is exactly one
+     set: disjoint sets, named by their first holder) */
+  const RtParam *tied = NULL;
+  int mixed = 0;
+  for (int i = 0; i < c->nparams && !c->templates; i++) {
+    const RtParam *p = &c->params[i];
+    if (p->nholders < 2) continue;
+    if (!tied) tied = p;
+    else mixed |= p->nholders != tied->nholders || memcmp(p->holders, tied->holders, sizeof(int) * (size_t)p->nholders);
+  }
+  /* every rank on a GPU, or none: [ranks with one, ranks whose machine has
+     more ranks than GPUs, ranks whose tied weights have several holder sets] */
+  double on[3] = {d != NULL, d && c->env.local_world > prt_device_count(d), mixed};
+  prt_allreduce_sum_f64(c->world_group, on, 3);
   int code = gen ? pipec_gen_dev != NULL : pipec_step_dev != NULL; /* the device variant of what runs */
   if (on[0] > 0 && (on[0] < c->world || !code)) {
     if (me == 0 && !code)
@@ -77,22 +90,42 @@ void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
   c->pinned = 0; /* the host mirror is page-locked once the runtime has it (prt_dev_push) */
   /* NCCL when each GPU has one rank (it refuses two); tp and dp groups by split */
   int nccl = on[1] == 0; /* (one rank too: the job's communicator exists, as it would with more) */
-  if (nccl) {
+  if (nccl) { /* (every rank makes every split, in this order) */
     c->nccl = prt_nccl_init(d, c->store, prefix, me, c->world, c->env.timeout_s);
     if (c->tp > 1) c->nccl_tp = prt_nccl_split(c->nccl, c->rk_pipe[me] * 4096 + c->rk_pp[me], me);
     if (c->dp > 1 && !c->templates) c->nccl_dp = prt_nccl_split(c->nccl, c->rk_pp[me] * 4096 + c->rk_tp[me], me);
+    if (c->pp > 1) /* a pipeline's ranks at one tp rank, numbered by pp rank (NCCL's peers are pp ranks);
+                      every rank of a pipeline has its schedule, so they agree on p2p_nccl */
+      c->nccl_pp = prt_nccl_split(c->nccl, c->p2p_nccl ? c->rk_pipe[me] * 4096 + c->rk_tp[me] : -1, c->rk_pp[me]);
+    if (c->pp > 1 && !c->templates) {
+      int color = -1;
+      if (tied && !on[2]) {
+        int first = tied->holders[0];
+        for (int k = 1; k < tied->nholders; k++) first = tied->holders[k] < first ? tied->holders[k] : first;
+        color = (c->rk_pipe[me] * c->tp + c->rk_tp[me]) * 4096 + first;
+      }
+      c->nccl_tied = prt_nccl_split(c->nccl, color, c->rk_pp[me]);
+    }
   }
   if (me == 0) {
     fprintf(stderr, "pipec: rank 0: %s; the stage programs %s on the GPU", why, gen ? "generate" : "run");
-    if (nccl) fprintf(stderr, ", NCCL %s", c->world > 1 ? "for all-reduces (pipeline neighbours through the host transport)" : "communicator of 1 rank");
+    if (nccl && c->world == 1) fprintf(stderr, ", NCCL communicator of 1 rank");
+    else if (nccl && c->pp > 1 && c->p2p_nccl && !gen) fprintf(stderr, ", NCCL for all-reduces and the pipeline's sends and receives");
+    else if (nccl && c->pp > 1)
+      fprintf(stderr, ", NCCL for all-reduces; the pipeline's sends and receives through the host transport (%s%s)",
+              gen ? "generation" : c->p2p_why[0] ? "on NCCL's rendezvous sends this schedule would wait forever: " : "",
+              gen ? "" : c->p2p_why[0] ? c->p2p_why : "this stage program predates them on NCCL");
+    else if (nccl) fprintf(stderr, ", NCCL for all-reduces");
     else if (c->world > 1) fprintf(stderr, ", communicating through the host transport (ranks share a GPU, which NCCL refuses)");
     fprintf(stderr, "\n");
   }
-  /* bf16: the GEMMs on the bf16 tensor cores (inputs rounded to bf16, fp32 accumulation and storage) */
-  int bf16 = !strcmp(c->precision, "bf16");
-  prt_dev_kernels_gemm(bf16 ? PRT_GEMM_F32_FAST_BF16 : PRT_GEMM_F32);
-  if (bf16 && me == 0)
-    printf("pipec: precision bf16: GEMMs on the bf16 tensor cores; activations, weights and the other kernels in fp32\n");
+  /* bf16 / tf32: the GEMMs on the tensor cores (inputs rounded to bf16 or
+     tf32, fp32 accumulation and storage) */
+  int bf16 = !strcmp(c->precision, "bf16"), tf32 = !strcmp(c->precision, "tf32");
+  prt_dev_kernels_gemm(bf16 ? PRT_GEMM_F32_FAST_BF16 : tf32 ? PRT_GEMM_TF32 : PRT_GEMM_F32);
+  if ((bf16 || tf32) && me == 0)
+    printf("pipec: precision %s: GEMMs on the %s tensor cores; activations, weights and the other kernels in fp32\n", c->precision,
+           c->precision);
 }
 
 /* FLOP/s of this rank's GPU: the best of 4 timed fp32 GEMMs (n^3) after a
@@ -179,10 +212,11 @@ void prt_dev_end(PrtCtx *c) {
   prt_dev_sync(c->dev, "the end of the run");
   if (c->pinned) prt_dev_host_unregister(c->dev, c->arena);
   c->pinned = 0;
-  prt_nccl_free(c->nccl_tp), prt_nccl_free(c->nccl_dp), prt_nccl_free(c->nccl);
+  prt_nccl_free(c->nccl_tp), prt_nccl_free(c->nccl_dp), prt_nccl_free(c->nccl_pp), prt_nccl_free(c->nccl_tied);
+  prt_nccl_free(c->nccl);
   prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->darena);
   prt_dev_free(c->dev, (uint64_t)(uintptr_t)c->dgen);
   prt_dev_kernels_bind(NULL, NULL);
   prt_device_close(c->dev);
-  c->dev = NULL, c->darena = c->dgen = c->hgen = NULL, c->nccl = c->nccl_tp = c->nccl_dp = NULL;
+  c->dev = NULL, c->darena = c->dgen = c->hgen = NULL, c->nccl = c->nccl_tp = c->nccl_dp = c->nccl_pp = c->nccl_tied = NULL;
 }

@@ -80,6 +80,18 @@ struct PrtCtx {
   int64_t gen_bytes;
   int pinned; /* the host arena is page-locked for the device's copies */
   struct PrtNccl *nccl, *nccl_tp, *nccl_dp; /* NULL: that communication goes through the host transport */
+  struct PrtNccl *nccl_pp, *nccl_tied;      /* the pipeline's ranks (by pp rank); the tied weights' holders */
+  int p2p_nccl;      /* the manifest: this schedule's sends and receives run on NCCL (grouped by prt_pp_group) */
+  char p2p_why[400]; /* else why not */
+  int in_pp_group;   /* between prt_pp_group(1) and prt_pp_group(0) */
+  int grads_pending; /* a data-parallel all-reduce of gradients runs on the communication stream */
+  /* gradient buckets (the manifest's `bucket` lines): floats [lo, lo + n) of
+     the gradients, final after `want` prt_grad_ready calls in a step */
+  struct RtBucket {
+    int64_t lo, n, want, got;
+    int started;
+  } *buckets;
+  int nbuckets;
 };
 
 /* Stops this rank (and, through the transport, every other) with one line. */

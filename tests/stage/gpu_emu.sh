@@ -2,7 +2,7 @@
 # gpu_emu.sh PIPEC SRC OUT EMU_DIR — the stage programs' GPU path without a
 # GPU: EMU_DIR holds libcuda.so.1 (tests/gpu/emulator: the kernels of
 # kernels/*.cuh run on the CPU, one fiber per CUDA thread), a cuBLASLt that
-# computes its GEMMs on the host and a one-rank NCCL. With it on
+# computes its GEMMs on the host and a NCCL whose ranks are processes. With it on
 # LD_LIBRARY_PATH the same stage binaries run their device code: device
 # arena, every kernel through cuLaunchKernel, GEMMs through cuBLASLt,
 # AdamW and clipping on the device, checkpoints through the host mirror.
@@ -14,6 +14,10 @@
 #    likewise, and pp 2 x tp 2 generation (vocabulary-parallel logits);
 #  - precision bf16 (GEMMs on bf16 tensor cores) stays within 1e-3 of fp32;
 #  - generation (greedy, beam search, top-k) gives the CPU's tokens;
+#  - one emulated GPU per rank (EMU_DEVICES): pp 2 (1F1B and ZB1P), pp 2 x
+#    tp 2 and dp 2 through NCCL (the fake's multi-process communicators:
+#    all-reduces, rendezvous sends in groups) give the CPU's losses, and
+#    generation its tokens;
 #  - a failing kernel launch stops with one line naming the call, the stage,
 #    the .pipe module and the kernel;
 #  - a job where one rank has no GPU runs on the CPU and says so;
@@ -30,6 +34,7 @@ set -u
 pipec=$1 src=$2 out=$3 emu=$4
 . "$src/tests/stage/common.sh"
 tol=1e-4 libs=$emu
+export EMU_DEVICES=1 # emulated GPUs per machine (ranks share the one GPU unless a check sets more)
 [ "$emu" = system ] && tol=1e-3 libs=${LD_LIBRARY_PATH:-} && export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} # one GPU: 2 ranks share it
 rm -rf "$out" && mkdir -p "$out" && cd "$out" || exit 1
 # a small gpt2 (the emulator is slow): 2 layers, 32 channels, 2 heads, 16 positions
@@ -56,7 +61,7 @@ run() {
   name=$1 dev=$2 np=$3 b=$4
   shift 4
   if [ "$dev" = emu ]; then
-    LD_LIBRARY_PATH="$libs" PIPEC_DEVICE=cuda mpi_job 600 "$np" -x LD_LIBRARY_PATH -x PIPEC_DEVICE \
+    LD_LIBRARY_PATH="$libs" PIPEC_DEVICE=cuda mpi_job 600 "$np" -x LD_LIBRARY_PATH -x PIPEC_DEVICE -x EMU_DEVICES \
       "$b/launch" "$@" >"$name.out" 2>"$name.err"
   else
     PIPEC_DEVICE=cpu mpi_job 300 "$np" -x PIPEC_DEVICE "$b/launch" "$@" >"$name.out" 2>"$name.err"
@@ -96,12 +101,14 @@ grep -q "the stage programs run on the GPU, NCCL communicator of 1 rank" emu1.er
   bad "no GPU line: $(head -3 emu1.err)"
 grep -q "running on the CPU" cpu1.err && ok "PIPEC_DEVICE=cpu keeps it on the CPU" || bad "cpu: $(head -3 cpu1.err)"
 
-# precision bf16: the GEMMs round their inputs to bf16 on the GPU (tensor cores), so the losses move
-# a little from the CPU's fp32 ones, but not far
-sed 's/precision = fp32/precision = bf16/' one.pipe >onebf.pipe
-"$pipec" onebf.pipe -o onebf >onebf.build 2>&1 || bad "the bf16 model compiles"
-run emubf emu 1 onebf --data data.bin
-python3 - emubf.out cpu1.out <<'EOF' && ok "bf16 GEMMs: within 1e-3 of fp32, and not equal to it" || bad "bf16 on the GPU"
+# precision bf16 / tf32: the GEMMs round their inputs to bf16 / tf32 on the
+# GPU (tensor cores), so the losses move a little from the CPU's fp32 ones,
+# but not far (the training losses of the 1-rank CPU run)
+for pr in bf16 tf32; do
+  sed "s/precision = fp32/precision = $pr/" one.pipe >"one$pr.pipe"
+  "$pipec" "one$pr.pipe" -o "one$pr" >"one$pr.build" 2>&1 && grep -q "precision = $pr" "one$pr.pipe" || bad "the $pr model compiles"
+  run "emu$pr" emu 1 "one$pr" --data data.bin
+  python3 - "emu$pr.out" cpu1.out <<'EOF' && ok "$pr GEMMs: within 1e-3 of fp32, and not equal to it" || bad "$pr on the GPU"
 import re, sys
 def rows(p):
     return [(float(m[1]), float(m[2])) for m in (re.match(r"step\s+\d+/\d+ \| loss ([\d.]+) \| lr \S+ \| norm ([\d.]+)", l) for l in open(p)) if m]
@@ -110,7 +117,8 @@ d = [abs(x[0] - y[0]) / y[0] for x, y in zip(a, b)]
 print(d)
 sys.exit(0 if len(a) == len(b) == 4 and max(d) <= 1e-3 and max(d) > 0 else 1)
 EOF
-grep -q "precision bf16: GEMMs on the bf16 tensor cores" emubf.out && ok "it says where bf16 is used" || bad "bf16 line: $(head -2 emubf.out)"
+  grep -q "precision $pr: GEMMs on the $pr tensor cores" "emu$pr.out" && ok "it says where $pr is used" || bad "$pr line: $(head -2 "emu$pr.out")"
+done
 
 # SGD with momentum (on the host, the vectors through the mirror) and its CPU twin
 sed 's/optimizer   = adamw(lr = 1e-3, betas = (0.9, 0.95), eps = 1e-8, weight_decay = 0.1)/optimizer = sgd(lr = 0.1, momentum = 0.9)/' one.pipe >onesgd.pipe
@@ -146,6 +154,36 @@ run gen-four-cpu cpu 4 four --generate --prompt-ids 5,17,30 --max-new-tokens 6 -
 run gen-four-emu emu 4 four --generate --prompt-ids 5,17,30 --max-new-tokens 6 --ids --sampling top_k:5 --seed 9
 a=$(grep "generated ids" gen-four-cpu.out) e=$(grep "generated ids" gen-four-emu.out)
 [ -n "$a" ] && [ "$a" = "$e" ] && ok "pp 2 x tp 2 generation: the GPU's tokens are the CPU's ($a)" || bad "pp 2 x tp 2 generation: cpu '$a', gpu '$e'"
+
+# one emulated GPU per rank: NCCL for every all-reduce (tp, dp, the tied
+# embedding's) and for the pipeline's sends and receives, one NCCL group per
+# run of SEND/RECV (1F1B; ZB1P sends after I, then runs W), the dp
+# all-reduce overlapped until the optimizer step; the fake NCCL's sends are
+# rendezvous like NCCL's, so a wrong grouping would hang, not pass
+if [ "$emu" != system ]; then
+  sed 's/schedule = 1f1b/schedule = zb1p/' two.pipe >twozb.pipe
+  "$pipec" twozb.pipe -o twozb >twozb.build 2>&1 && grep -q "schedule = zb1p" twozb.pipe || bad "the zb1p model compiles"
+  EMU_DEVICES=2 run emu2n emu 2 two --data data.bin
+  r=$(same emu2n cpu2) && ok "pp 2 on 2 GPUs (NCCL sends, tied all-reduce) = the CPU ($r)" || bad "pp 2 on 2 GPUs vs CPU: $r"
+  grep -q "NCCL for all-reduces and the pipeline's sends and receives" emu2n.err && ok "it says the pipeline's sends go through NCCL" ||
+    bad "no NCCL sends line: $(grep pipec emu2n.err | head -3)"
+  run cpu2zb cpu 2 twozb --data data.bin
+  EMU_DEVICES=2 run emu2zb emu 2 twozb --data data.bin
+  r=$(same emu2zb cpu2zb) && ok "zb1p pp 2 on 2 GPUs = the CPU ($r)" || bad "zb1p pp 2 on 2 GPUs vs CPU: $r"
+  EMU_DEVICES=4 run emu4n emu 4 four --data data.bin
+  r=$(same emu4n cpu4) && ok "pp 2 x tp 2 on 4 GPUs (NCCL tp all-reduces and sends) = the CPU ($r)" || bad "pp 2 x tp 2 on 4 GPUs vs CPU: $r"
+  EMU_DEVICES=2 run emudp2n emu 2 dp2 --data data.bin
+  r=$(same emudp2n cpu2) && ok "dp 2 on 2 GPUs (NCCL gradient all-reduce) = the CPU ($r)" || bad "dp 2 on 2 GPUs vs CPU: $r"
+  # a failing NCCL call names the call, the model, the stage and the message
+  LD_LIBRARY_PATH="$libs" EMU_DEVICES=2 FAKE_NCCL_FAIL=ncclSend:5 PIPEC_DEVICE=cuda mpi_job 300 2 -x LD_LIBRARY_PATH -x EMU_DEVICES \
+    -x FAKE_NCCL_FAIL -x PIPEC_DEVICE two/launch --data data.bin --steps 1 >ncclfail.out 2>ncclfail.err
+  rc=$?
+  [ $rc -ne 0 ] && grep -q "^pipec: rank 0: NCCL error in ncclSend (gpt2_tiny stage 0: pipeline send to pp rank 1, [0-9]* bytes): ncclInvalidUsage" ncclfail.err &&
+    ok "a failing NCCL send names the call, stage and message" || bad "failing NCCL send: status $rc, $(grep pipec ncclfail.err | tail -2)"
+  EMU_DEVICES=4 run gen-four-emun emu 4 four --generate --prompt-ids 5,17,30 --max-new-tokens 6 --ids --sampling top_k:5 --seed 9
+  a=$(grep "generated ids" gen-four-cpu.out) e=$(grep "generated ids" gen-four-emun.out)
+  [ -n "$a" ] && [ "$a" = "$e" ] && ok "pp 2 x tp 2 generation on 4 GPUs: the CPU's tokens" || bad "generation on 4 GPUs: cpu '$a', gpu '$e'"
+fi
 
 # one rank with a GPU, one without: all on the CPU, said once, the CPU's losses
 if [ "$emu" != system ]; then
