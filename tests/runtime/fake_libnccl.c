@@ -30,7 +30,8 @@
  *   FAKE_NCCL_FAIL=SYM:N  SYM returns N (and sets the last error)
  *   FAKE_NCCL_TIMEOUT=S   the bound of blocking waits
  * ncclCommAbort writes "fake-nccl: ncclCommAbort" to stderr.
- * fake_nccl_*() let the test look inside. Includes no CUDA/NCCL header. */
+ * fake_nccl_*() let the test look inside. Includes no CUDA/NCCL header
+ * (fake_nccl.h has the few types). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -46,22 +47,9 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef int ncclResult_t;
-#define EXPORT __attribute__((visibility("default")))
-enum { Success = 0, SystemError = 2, InvalidArgument = 4, InvalidUsage = 5, RemoteError = 6, InProgress = 7 };
+#include "fake_nccl.h"
 
-typedef struct {
-  char internal[128];
-} UniqueId;
-typedef struct {
-  size_t size;
-  unsigned int magic, version;
-  int blocking, cgaClusterSize, minCTAs, maxCTAs;
-  const char *netName;
-  int splitShare, trafficClass;
-  const char *commName;
-  int collnetEnable, CTAPolicy, shrinkShare, nvlsCTAs, nChannelsPerNetPeer, nvlinkCentricSched;
-} Config;
+#define EXPORT __attribute__((visibility("default")))
 
 /* the id: this tag (what test_device reads back as a C string), its NUL,
  * then the job's directory */

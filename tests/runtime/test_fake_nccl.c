@@ -25,24 +25,13 @@
 #include <unistd.h>
 
 #include "tests/check.h"
+#include "tests/runtime/fake_nccl.h"
 
-typedef struct {
-  char internal[128];
-} Id;
-typedef struct { /* ncclConfig_t of NCCL 2.28 */
-  size_t size;
-  unsigned int magic, version;
-  int blocking, cgaClusterSize, minCTAs, maxCTAs;
-  const char *netName;
-  int splitShare, trafficClass;
-  const char *commName;
-  int collnetEnable, CTAPolicy, shrinkShare, nvlsCTAs, nChannelsPerNetPeer, nvlinkCentricSched;
-} Config;
-enum { InvalidUsage = 5, SystemError = 2, RemoteError = 6, InProgress = 7, Uint8 = 1, Float32 = 7 };
+enum { Uint8 = 1, Float32 = 7 };
 
 static struct {
-  int (*GetUniqueId)(Id *);
-  int (*InitRankConfig)(void **, int, Id, int, Config *);
+  int (*GetUniqueId)(UniqueId *);
+  int (*InitRankConfig)(void **, int, UniqueId, int, Config *);
   int (*Split)(void *, int, int, void **, Config *);
   int (*GetAsyncError)(void *, int *);
   int (*Finalize)(void *);
@@ -87,6 +76,12 @@ static Config config(void) {
   return c;
 }
 
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* a call that may answer ncclInProgress, then polled to the end */
 static int done(void *comm, int r) {
   while (r == InProgress && comm) {
@@ -97,7 +92,7 @@ static int done(void *comm, int r) {
   return r;
 }
 
-static void *init(Id id, int rank, int n) {
+static void *init(UniqueId id, int rank, int n) {
   Config cfg = config();
   void *c = NULL;
   int r = done(NULL, nc.InitRankConfig(&c, n, id, rank, &cfg));
@@ -112,16 +107,16 @@ static void finish(void *c, const char *what) {
 }
 
 /* forks n ranks running fn(rank, n, id, arg); returns the failed ranks */
-static int job(int n, Id id, void (*fn)(int, int, Id, void *), void *arg, pid_t *pids) {
+static int job(int n, UniqueId id, void (*fn)(int, int, UniqueId, void *), void *arg) {
   pid_t pid[8];
   fflush(stdout);
   for (int r = 0; r < n; r++)
     if ((pid[r] = fork()) == 0) {
+      check_passed = check_failed = 0; /* this rank's own */
       fn(r, n, id, arg);
       fflush(stdout);
       _exit(check_failed ? 1 : 0);
     }
-  if (pids) memcpy(pids, pid, sizeof(pid_t) * (size_t)n);
   int failed = 0;
   for (int r = 0; r < n; r++) {
     int st = 0;
@@ -148,7 +143,7 @@ static float group_sum(int r, int n, int i) {
   return s;
 }
 
-static void world_job(int rank, int n, Id id, void *arg) {
+static void world_job(int rank, int n, UniqueId id, void *arg) {
   void *w = init(id, rank, n);
   if (!w) return;
   Config cfg = config();
@@ -214,47 +209,51 @@ static void world_job(int rank, int n, Id id, void *arg) {
 
   if (none) finish(none, "the color 7 split");
   finish(g, "group");
+  /* finalize is a barrier: the others wait for the last rank */
+  if (rank == n - 1) nanosleep(&(struct timespec){0, 300000000}, NULL);
+  double t0 = now_s();
   finish(w, "world");
+  CHECK(rank == n - 1 || now_s() - t0 > 0.2, "rank %d: finalize waited %.3f s for rank %d", rank, now_s() - t0, n - 1);
 }
 
-static void mismatch_job(int rank, int n, Id id, void *arg) {
+/* r is the error `code` with the last error `want`; then the rank aborts */
+static void expect_error(void *w, int rank, int r, int code, const char *want, const char *what) {
+  CHECK(r == code && !strcmp(nc.GetLastError(w), want), "rank %d: %s: %d '%s'", rank, what, r, nc.GetLastError(w));
+  nc.Abort(w);
+}
+
+static void mismatch_job(int rank, int n, UniqueId id, void *arg) {
   void *w = init(id, rank, n);
-  if (!w) return;
   char buf[32] = "";
-  int r = rank == 0 ? nc.Send(buf, 16, Uint8, 1, w, stream) : nc.Recv(buf, 32, Uint8, 0, w, stream);
-  const char *want = rank == 0 ? "fake: rank 0 sent 16 bytes to rank 1, which "
-                                 "posted a receive of 32 bytes (ncclSend)"
-                               : "fake: rank 1 posted a receive of 32 bytes "
-                                 "from rank 0, which sent 16 (ncclRecv)";
-  CHECK(r == InvalidUsage && !strcmp(nc.GetLastError(w), want), "rank %d: sizes differ: %d '%s'", rank, r,
-        nc.GetLastError(w));
-  nc.Abort(w);
+  if (!w) return;
+  expect_error(w, rank, rank == 0 ? nc.Send(buf, 16, Uint8, 1, w, stream) : nc.Recv(buf, 32, Uint8, 0, w, stream),
+               InvalidUsage,
+               rank == 0 ? "fake: rank 0 sent 16 bytes to rank 1, which posted a receive of 32 bytes (ncclSend)"
+                         : "fake: rank 1 posted a receive of 32 bytes from rank 0, which sent 16 (ncclRecv)",
+               "sizes differ");
 }
 
-static void crossing_job(int rank, int n, Id id, void *arg) {
+static void crossing_job(int rank, int n, UniqueId id, void *arg) {
   void *w = init(id, rank, n);
+  char buf[8] = "", want[128];
   if (!w) return;
-  char buf[8] = "";
-  int r = nc.Send(buf, sizeof buf, Uint8, 1 - rank, w, stream); /* both send first, outside a group */
-  char want[128];
   snprintf(want, sizeof want, "fake: rank %d waited 1 s for rank %d (ncclSend)", rank, 1 - rank);
-  CHECK(r == SystemError && !strcmp(nc.GetLastError(w), want), "rank %d: crossing sends: %d '%s'", rank, r,
-        nc.GetLastError(w));
-  nc.Abort(w);
+  /* both send first, outside a group */
+  expect_error(w, rank, nc.Send(buf, sizeof buf, Uint8, 1 - rank, w, stream), SystemError, want, "crossing sends");
 }
 
-static void killed_job(int rank, int n, Id id, void *arg) {
+/* arg: shared memory for rank 1's pid */
+static void killed_job(int rank, int n, UniqueId id, void *arg) {
   void *w = init(id, rank, n);
+  volatile int *pid1 = arg;
+  char buf[8], want[128];
   if (!w) return;
-  if (rank == 1) raise(SIGKILL); /* joined, then gone */
-  char buf[8];
-  double t0 = (double)time(NULL);
+  if (rank == 1) *pid1 = (int)getpid(), raise(SIGKILL); /* joined, then gone */
+  double t0 = now_s();
   int r = nc.Recv(buf, sizeof buf, Uint8, 1, w, stream);
-  const char *e = nc.GetLastError(w);
-  CHECK(r == RemoteError && !strncmp(e, "fake: rank 1 (pid ", 18) && strstr(e, ") is gone"), "killed peer: %d '%s'", r,
-        e);
-  CHECK((double)time(NULL) - t0 < 5, "a gone peer is seen at once, not at the timeout");
-  nc.Abort(w);
+  snprintf(want, sizeof want, "fake: rank 1 (pid %d) is gone", *pid1);
+  CHECK(now_s() - t0 < 5, "a gone peer is seen at once, not at the timeout");
+  expect_error(w, rank, r, RemoteError, want, "killed peer");
 }
 
 static int exists(const char *p) {
@@ -268,14 +267,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   load(argv[1]);
-  shared = mmap(NULL, sizeof(float) * 4 * 4 * N, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  shared = mmap(NULL, sizeof(float) * (4 * 4 * N + 1), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED) return 2;
 
+  setenv("FAKE_NCCL_TIMEOUT", "10", 1); /* a bug that deadlocks fails in seconds */
   for (int n = 2; n <= 4; n++) {
-    Id id;
+    UniqueId id;
     CHECK(nc.GetUniqueId(&id) == 0, "unique id");
     memset(shared, 0, sizeof(float) * 4 * 4 * N);
-    CHECK(job(n, id, world_job, NULL, NULL) == 0, "%d ranks: every rank passed", n);
+    CHECK(job(n, id, world_job, NULL) == 0, "%d ranks: every rank passed", n);
     /* the world: rank order; the groups (even, odd ranks) */
     int same = 1, exact = 1;
     for (int i = 0; i < N; i++) {
@@ -293,22 +293,22 @@ int main(int argc, char **argv) {
     CHECK(!exists(nc.IdDir(&id)), "%d ranks: no file left in %s", n, nc.IdDir(&id));
   }
 
-  Id id;
+  UniqueId id;
   nc.GetUniqueId(&id);
-  CHECK(job(2, id, mismatch_job, NULL, NULL) == 0, "a receive of another size");
+  CHECK(job(2, id, mismatch_job, NULL) == 0, "a receive of another size");
   char cmd[PATH_MAX + 16];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", nc.IdDir(&id));
   if (system(cmd)) return 2;
 
   setenv("FAKE_NCCL_TIMEOUT", "1", 1);
   nc.GetUniqueId(&id);
-  CHECK(job(2, id, crossing_job, NULL, NULL) == 0, "crossing sends outside a group time out");
+  CHECK(job(2, id, crossing_job, NULL) == 0, "crossing sends outside a group time out");
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", nc.IdDir(&id));
   if (system(cmd)) return 2;
 
   setenv("FAKE_NCCL_TIMEOUT", "30", 1);
   nc.GetUniqueId(&id);
-  CHECK(job(2, id, killed_job, NULL, NULL) == 0, "a killed peer");
+  CHECK(job(2, id, killed_job, (int *)(shared + 4 * 4 * N)) == 0, "a killed peer");
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", nc.IdDir(&id));
   if (system(cmd)) return 2;
   return check_summary();
