@@ -2,7 +2,8 @@
 # gpu_emu.sh PIPEC SRC OUT EMU_DIR — the stage programs' GPU path without a
 # GPU: EMU_DIR holds libcuda.so.1 (tests/gpu/emulator: the kernels of
 # kernels/*.cuh run on the CPU, one fiber per CUDA thread), a cuBLASLt that
-# computes its GEMMs on the host and a NCCL whose ranks are processes. With it on
+# computes its GEMMs on the host and a fake NCCL (ranks talk through files;
+# EMU_DEVICES=N gives N devices, so a job of N ranks uses it). With it on
 # LD_LIBRARY_PATH the same stage binaries run their device code: device
 # arena, every kernel through cuLaunchKernel, GEMMs through cuBLASLt,
 # AdamW and clipping on the device, checkpoints through the host mirror.
