@@ -15,7 +15,8 @@
  * FAKE_NCCL_TIMEOUT seconds (default 120, then ncclSystemError) and end at
  * once with ncclRemoteError when the awaited peer process is gone.
  *   ncclAllReduce (float32 sum): every rank sends its data to every other
- *     and sums all in rank order, so the results are bitwise identical.
+ *     and sums all in rank order, so the results are bitwise identical;
+ *     in a group it runs at the call (its messages never wait to be taken).
  *   ncclSend/ncclRecv: rendezvous; a send is done when the receiver took
  *     it (a receive of another size is ncclInvalidUsage on both sides).
  *     Outside a group a call blocks until matched, so two ranks that both
@@ -25,6 +26,9 @@
  *   ncclCommSplit: all-gather of (color, key, pid) over the parent.
  *   ncclCommFinalize: a barrier of the ranks that joined; the last rank out
  *     of ncclCommDestroy removes the communicator's files and directory.
+ *   Init only writes the rank's pid file, it does not wait for the others
+ *   as NCCL's does (test_device inits rank 0 of 2 alone and frees it):
+ *   ranks meet at their first collective or message.
  * Environment:
  *   FAKE_NCCL_HANG=1      communicators never finish initialising
  *   FAKE_NCCL_FAIL=SYM:N  SYM returns N (and sets the last error)
@@ -66,8 +70,7 @@ typedef struct {
   long *sent, *rcvd; /* point-to-point messages so far, per peer */
   pid_t *pids;       /* per rank; 0 while unknown */
   ncclResult_t error;
-  char dir[128];       /* the job's directory from the unique id; "" for an id from
-                          elsewhere */
+  char dir[128];       /* the job's directory from the unique id ("" if none) */
   char path[PATH_MAX]; /* this communicator's directory */
 } Comm;
 
@@ -364,10 +367,8 @@ static ncclResult_t exchange(Comm *c, int kind, size_t count, const void *mine, 
     int fd = open(f, O_RDONLY);
     int bad = fd < 0 || read_all(fd, &ph, sizeof ph);
     if (!bad && (ph.kind != kind || ph.count != count))
-      r = fail(c, InvalidUsage,
-               "fake: rank %d: collective %ld is %s of %zu here but %s of %llu "
-               "on rank %d",
-               c->rank, k, kind_name(kind), count, kind_name(ph.kind), (unsigned long long)ph.count, p);
+      r = fail(c, InvalidUsage, "fake: rank %d: collective %ld is %s of %zu here but %s of %llu on rank %d", c->rank, k,
+               kind_name(kind), count, kind_name(ph.kind), (unsigned long long)ph.count, p);
     else if (bad || read_all(fd, buf, bytes))
       r = fail(c, SystemError, "fake: reading %s: %s", f, strerror(errno));
     if (fd >= 0) close(fd);
@@ -552,9 +553,8 @@ static ncclResult_t send_wait(Comm *c, int peer, size_t bytes, long seq) {
   fclose(x);
   unlink(f);
   return fail(c, InvalidUsage,
-              "fake: rank %d sent %zu bytes to rank %d, which posted a receive "
-              "of %llu bytes (ncclSend)",
-              c->rank, bytes, peer, want);
+              "fake: rank %d sent %zu bytes to rank %d, which posted a receive of %llu bytes (ncclSend)", c->rank,
+              bytes, peer, want);
 }
 static ncclResult_t recv_take(Comm *c, int peer, void *buf, size_t bytes, long seq) {
   char name[96], f[PATH_MAX];
@@ -571,9 +571,7 @@ static ncclResult_t recv_take(Comm *c, int peer, void *buf, size_t bytes, long s
     int n = snprintf(size, sizeof size, "%zu\n", bytes);
     name[0] = 'x';
     put(c, name, size, (size_t)n, NULL, 0); /* before the message goes: the sender looks for it then */
-    r = fail(c, InvalidUsage,
-             "fake: rank %d posted a receive of %zu bytes from rank %d, which "
-             "sent %llu (ncclRecv)",
+    r = fail(c, InvalidUsage, "fake: rank %d posted a receive of %zu bytes from rank %d, which sent %llu (ncclRecv)",
              c->rank, bytes, peer, (unsigned long long)h.bytes);
   } else if (read_all(fd, buf, bytes))
     r = fail(c, SystemError, "fake: reading %s: %s", f, strerror(errno));
