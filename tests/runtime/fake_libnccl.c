@@ -60,8 +60,9 @@
 #define ID_TAG "fake-nccl-id-42"
 #define ID_DIR (sizeof ID_TAG)
 
-typedef struct {
-  int polls; /* ncclInProgress answers left */
+typedef struct Comm {
+  struct Comm *next; /* in the list of those this process holds */
+  int polls;         /* ncclInProgress answers left */
   int color;
   int rank, nranks;
   int world;         /* made by init: a rank without a pid file has not joined yet */
@@ -257,6 +258,31 @@ static void remove_all(Comm *c) {
   rmdir(c->dir);
 }
 
+/* This rank is done with c: it writes out.RANK, and the last rank out
+ * (every rank that joined is out or gone) removes c's directory. */
+static void leave(Comm *c) {
+  int last = 1;
+  if (c->nranks > 1 && c->dir[0]) {
+    char name[32], f[PATH_MAX];
+    snprintf(name, sizeof name, "out.%d", c->rank);
+    put(c, name, "", 0, NULL, 0);
+    for (int p = 0; p < c->nranks && last; p++) {
+      file_name(c, f, "out.%d", p);
+      last = exists(f) || !joined(c, p) || (p != c->rank && gone(pid_of(c, p)));
+    }
+  }
+  if (last && c->dir[0]) remove_all(c);
+}
+
+/* the communicators this process holds: a rank that exits without
+ * destroying them (the runtime dies on an error) still leaves them, so
+ * that the last process of a failed job removes the files too */
+static struct Comm *held;
+static void leave_held(void) {
+  for (Comm *c = held; c; c = c->next)
+    if (c->pids[c->rank] == getpid()) leave(c); /* not in a forked child */
+}
+
 /* ------------------------------------------------------- communicators */
 
 static int config_ok(const Config *c) {
@@ -276,6 +302,9 @@ static Comm *comm_new(int color, int rank, int nranks, const char *dir, const ch
   c->pids = calloc((size_t)nranks, sizeof *c->pids);
   if (!c->sent || !c->rcvd || !c->pids) abort();
   live++;
+  static int registered;
+  if (!registered) registered = 1, atexit(leave_held);
+  c->next = held, held = c;
   c->polls = hang() ? INT_MAX : 3;
   c->color = color, c->rank = rank, c->nranks = nranks;
   c->pids[rank] = getpid();
@@ -285,6 +314,11 @@ static Comm *comm_new(int color, int rank, int nranks, const char *dir, const ch
 }
 static void comm_free(Comm *c) {
   live--;
+  for (Comm **p = &held; *p; p = &(*p)->next)
+    if (*p == c) {
+      *p = c->next;
+      break;
+    }
   free(c->sent), free(c->rcvd), free(c->pids), free(c);
 }
 
@@ -454,29 +488,17 @@ EXPORT ncclResult_t ncclCommFinalize(void *comm) {
   }
   return InProgress;
 }
-/* writes out.RANK; the last rank out (every rank that joined is out)
- * removes the directory */
 EXPORT ncclResult_t ncclCommDestroy(void *comm) {
   Comm *c = comm;
   if (!c) return InvalidArgument;
   if (c->polls) return InvalidUsage; /* not finalized */
-  int last = 1;
-  if (c->nranks > 1 && c->dir[0]) {
-    char name[32], f[PATH_MAX];
-    snprintf(name, sizeof name, "out.%d", c->rank);
-    put(c, name, "", 0, NULL, 0);
-    for (int p = 0; p < c->nranks && last; p++) {
-      file_name(c, f, "out.%d", p);
-      last = exists(f) || (c->world && !joined(c, p));
-    }
-  }
-  if (last && c->dir[0]) remove_all(c);
+  leave(c);
   comm_free(c);
   return Success;
 }
 EXPORT ncclResult_t ncclCommAbort(void *comm) {
   fprintf(stderr, "fake-nccl: ncclCommAbort\n");
-  if (comm) comm_free(comm);
+  if (comm) leave(comm), comm_free(comm);
   return Success;
 }
 

@@ -10,7 +10,8 @@
  * order, a middle rank exchanging with both neighbours in one group, a
  * receive of another size (ncclInvalidUsage on both sides), two ranks that
  * both send first outside a group (they time out naming the peer), a killed
- * peer (ncclRemoteError at once), and that a clean job leaves no file. */
+ * peer (ncclRemoteError at once), ranks that exit holding communicators,
+ * and that no job leaves a file behind. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <limits.h>
@@ -104,26 +105,6 @@ static void finish(void *c, const char *what) {
   int r = done(c, nc.Finalize(c));
   CHECK(r == 0, "%s: finalize: %d %s", what, r, nc.GetLastError(c));
   CHECK(nc.Destroy(c) == 0, "%s: destroy", what);
-}
-
-/* forks n ranks running fn(rank, n, id, arg); returns the failed ranks */
-static int job(int n, UniqueId id, void (*fn)(int, int, UniqueId, void *), void *arg) {
-  pid_t pid[8];
-  fflush(stdout);
-  for (int r = 0; r < n; r++)
-    if ((pid[r] = fork()) == 0) {
-      check_passed = check_failed = 0; /* this rank's own */
-      fn(r, n, id, arg);
-      fflush(stdout);
-      _exit(check_failed ? 1 : 0);
-    }
-  int failed = 0;
-  for (int r = 0; r < n; r++) {
-    int st = 0;
-    waitpid(pid[r], &st, 0);
-    failed += !(WIFEXITED(st) && WEXITSTATUS(st) == 0) && !(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-  }
-  return failed;
 }
 
 /* ------------------------------------------------------------ the jobs */
@@ -242,6 +223,18 @@ static void crossing_job(int rank, int n, UniqueId id, void *arg) {
   expect_error(w, rank, nc.Send(buf, sizeof buf, Uint8, 1 - rank, w, stream), SystemError, want, "crossing sends");
 }
 
+/* a failing rank dies (exit) holding its communicators: the last one out
+ * still removes the files */
+static void exit_job(int rank, int n, UniqueId id, void *arg) {
+  void *w = init(id, rank, n);
+  float x[4] = {1, 2, 3, 4};
+  if (!w) return;
+  int r = done(w, nc.AllReduce(x, x, 4, Float32, 0, w, stream));
+  CHECK(r == 0 && x[3] == 4.0f * (float)n, "rank %d: all-reduce: %d %g", rank, r, x[3]);
+  fflush(stdout);
+  exit(check_failed ? 1 : 0);
+}
+
 /* arg: shared memory for rank 1's pid */
 static void killed_job(int rank, int n, UniqueId id, void *arg) {
   void *w = init(id, rank, n);
@@ -261,6 +254,34 @@ static int exists(const char *p) {
   return stat(p, &st) == 0;
 }
 
+/* forks n ranks running fn(rank, n, id, arg) with a fresh unique id; every
+ * rank must pass (or be killed by itself), and no file may be left */
+static void job(const char *what, int n, void (*fn)(int, int, UniqueId, void *), void *arg) {
+  UniqueId id;
+  pid_t pid[8];
+  CHECK(nc.GetUniqueId(&id) == 0, "%s: unique id", what);
+  fflush(stdout);
+  for (int r = 0; r < n; r++)
+    if ((pid[r] = fork()) == 0) {
+      check_passed = check_failed = 0; /* this rank's own */
+      fn(r, n, id, arg);
+      fflush(stdout);
+      _exit(check_failed ? 1 : 0);
+    }
+  int failed = 0;
+  for (int r = 0; r < n; r++) {
+    int st = 0;
+    waitpid(pid[r], &st, 0);
+    failed += !(WIFEXITED(st) && WEXITSTATUS(st) == 0) && !(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  }
+  CHECK(failed == 0, "%s: %d of %d ranks failed", what, failed, n);
+  const char *dir = nc.IdDir(&id);
+  CHECK(!exists(dir), "%s: no file left in %s", what, dir);
+  char cmd[PATH_MAX + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (exists(dir) && system(cmd)) printf("could not remove %s\n", dir);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: test_fake_nccl FAKE_DIR\n");
@@ -272,10 +293,10 @@ int main(int argc, char **argv) {
 
   setenv("FAKE_NCCL_TIMEOUT", "10", 1); /* a bug that deadlocks fails in seconds */
   for (int n = 2; n <= 4; n++) {
-    UniqueId id;
-    CHECK(nc.GetUniqueId(&id) == 0, "unique id");
+    char what[32];
+    snprintf(what, sizeof what, "%d ranks", n);
     memset(shared, 0, sizeof(float) * 4 * 4 * N);
-    CHECK(job(n, id, world_job, NULL) == 0, "%d ranks: every rank passed", n);
+    job(what, n, world_job, NULL);
     /* the world: rank order; the groups (even, odd ranks) */
     int same = 1, exact = 1;
     for (int i = 0; i < N; i++) {
@@ -290,26 +311,12 @@ int main(int argc, char **argv) {
     }
     CHECK(exact, "%d ranks: all-reduce sums in rank order, exactly", n);
     CHECK(same, "%d ranks: all-reduce bitwise equal on every rank", n);
-    CHECK(!exists(nc.IdDir(&id)), "%d ranks: no file left in %s", n, nc.IdDir(&id));
   }
-
-  UniqueId id;
-  nc.GetUniqueId(&id);
-  CHECK(job(2, id, mismatch_job, NULL) == 0, "a receive of another size");
-  char cmd[PATH_MAX + 16];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", nc.IdDir(&id));
-  if (system(cmd)) return 2;
-
+  job("a receive of another size", 2, mismatch_job, NULL);
+  job("ranks that exit without freeing", 3, exit_job, NULL);
   setenv("FAKE_NCCL_TIMEOUT", "1", 1);
-  nc.GetUniqueId(&id);
-  CHECK(job(2, id, crossing_job, NULL) == 0, "crossing sends outside a group time out");
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", nc.IdDir(&id));
-  if (system(cmd)) return 2;
-
+  job("crossing sends outside a group", 2, crossing_job, NULL);
   setenv("FAKE_NCCL_TIMEOUT", "30", 1);
-  nc.GetUniqueId(&id);
-  CHECK(job(2, id, killed_job, (int *)(shared + 4 * 4 * N)) == 0, "a killed peer");
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", nc.IdDir(&id));
-  if (system(cmd)) return 2;
+  job("a killed peer", 2, killed_job, (int *)(shared + 4 * 4 * N));
   return check_summary();
 }
