@@ -8,10 +8,11 @@
  * (exact sums in rank order, bitwise equal on every rank, in place and out
  * of place) on the world and the splits, a ring of grouped send/recv, FIFO
  * order, a middle rank exchanging with both neighbours in one group, a
- * receive of another size (ncclInvalidUsage on both sides), two ranks that
- * both send first outside a group (they time out naming the peer), a killed
- * peer (ncclRemoteError at once), ranks that exit holding communicators,
- * and that no job leaves a file behind. */
+ * receive of another size and all-reduces of different counts
+ * (ncclInvalidUsage on both sides), two ranks that both send first outside
+ * a group (they time out naming the peer), a killed peer (ncclRemoteError at
+ * once), ranks that exit holding communicators, and that no job leaves a
+ * file behind. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <limits.h>
@@ -214,6 +215,18 @@ static void mismatch_job(int rank, int n, UniqueId id, void *arg) {
                "sizes differ");
 }
 
+static void count_job(int rank, int n, UniqueId id, void *arg) {
+  void *w = init(id, rank, n);
+  float x[8] = {0};
+  char want[128];
+  if (!w) return;
+  snprintf(want, sizeof want,
+           "fake: rank %d: collective 0 is ncclAllReduce of %d here but ncclAllReduce of %d on rank %d", rank,
+           4 + 4 * rank, 8 - 4 * rank, 1 - rank);
+  expect_error(w, rank, nc.AllReduce(x, x, 4 + 4 * (size_t)rank, Float32, 0, w, stream), InvalidUsage, want,
+               "all-reduce counts differ");
+}
+
 static void crossing_job(int rank, int n, UniqueId id, void *arg) {
   void *w = init(id, rank, n);
   char buf[8] = "", want[128];
@@ -313,6 +326,7 @@ int main(int argc, char **argv) {
     CHECK(same, "%d ranks: all-reduce bitwise equal on every rank", n);
   }
   job("a receive of another size", 2, mismatch_job, NULL);
+  job("all-reduces of different counts", 2, count_job, NULL);
   job("ranks that exit without freeing", 3, exit_job, NULL);
   setenv("FAKE_NCCL_TIMEOUT", "1", 1);
   job("crossing sends outside a group", 2, crossing_job, NULL);
