@@ -91,7 +91,7 @@ sys.exit(0 if worst <= float(sys.argv[3]) else 1)
 EOF
 }
 
-if [ "$emu" = system ] && ! PIPEC_DEVICE=cuda timeout 120 one/launch --steps 1 >probe.out 2>probe.err; then
+if [ "$emu" = system ] && ! MASTER_PORT=$(comm_free_port) PIPEC_DEVICE=cuda timeout 120 one/launch --steps 1 >probe.out 2>probe.err; then
   echo "no usable GPU: $(tail -1 probe.err)"
   exit 77
 fi
@@ -136,7 +136,7 @@ grep -q "through the host transport (ranks share a GPU" emu2.err && ok "the shar
 [ "$(grep -c "run on the GPU" emu2.err)" -eq 1 ] && ok "one line for the job" || bad "GPU lines: $(grep -c "run on the GPU" emu2.err)"
 
 # a failing launch: one line naming the call, the stage, the .pipe module and the kernel
-[ "$emu" != system ] && LD_LIBRARY_PATH="$emu" EMU_CUDA_FAIL=pipec_layernorm_forward_f32:719 timeout 120 one/launch --data data.bin >fail.out 2>fail.err
+[ "$emu" != system ] && MASTER_PORT=$(comm_free_port) LD_LIBRARY_PATH="$emu" EMU_CUDA_FAIL=pipec_layernorm_forward_f32:719 timeout 120 one/launch --data data.bin >fail.out 2>fail.err
 rc=$?
 [ "$emu" = system ] || { [ $rc -eq 1 ] && grep -q "^pipec: rank 0: CUDA error in cuLaunchKernel (gpt2_tiny stage 0 layers.0.ln_1: d_layernorm_forward: kernel pipec_layernorm_forward_f32, .*CUDA_ERROR_LAUNCH_FAILED" fail.err &&
   ok "a failed launch names the call, stage, module and kernel" || bad "failed launch: status $rc, $(tail -2 fail.err)"; }
@@ -200,7 +200,7 @@ fi
 # naming the lost rank (the ranks are started directly, torchrun-style:
 # mpirun would kill the survivor itself)
 if [ "$emu" != system ]; then
-  LD_LIBRARY_PATH="$emu" EMU_STREAM_STUCK=1 PIPEC_TIMEOUT=2 timeout 60 one/launch --data data.bin >stuck.out 2>stuck.err
+  MASTER_PORT=$(comm_free_port) LD_LIBRARY_PATH="$emu" EMU_STREAM_STUCK=1 PIPEC_TIMEOUT=2 timeout 60 one/launch --data data.bin >stuck.out 2>stuck.err
   rc=$?
   [ $rc -eq 1 ] && grep -q "^pipec: rank 0: the GPU did not finish .* within 2 s" stuck.err &&
     ok "a stuck GPU ends the rank after the timeout" || bad "stuck GPU: status $rc, $(tail -2 stuck.err)"
