@@ -48,6 +48,12 @@ static void check_static(Sim *X) {
   /* per (stage, mb): how many of each kind, and whether seen so far in rank order */
   int *cnt = calloc(n * ACT_COUNT, sizeof(int));
   char b1[48], b2[48];
+  unsigned char *has_bwd = calloc((size_t)S + 1, 1); /* stages with a backward somewhere (forward-only: none) */
+  for (int r = 0; r < s->nranks; r++)
+    for (int i = 0; i < s->rank[r].n; i++) {
+      Action a = s->rank[r].a[i];
+      if ((a.kind == ACT_B || a.kind == ACT_I) && a.stage >= 0 && a.stage < S) has_bwd[a.stage] = 1;
+    }
   for (int r = 0; r < s->nranks && R->ok; r++) {
     for (int i = 0; i < s->rank[r].n && R->ok; i++) {
       Action a = s->rank[r].a[i];
@@ -61,7 +67,15 @@ static void check_static(Sim *X) {
              s->stage_rank[a.stage], r);
         break;
       }
-      if (a.kind == ACT_REDUCE_GRAD) continue;
+      if (a.kind == ACT_REDUCE_GRAD) { /* the stage's gradients are final: every microbatch's B, or W */
+        for (int mb = 0; mb < m && R->ok && has_bwd[a.stage]; mb++) {
+          size_t k = ((size_t)a.stage * (size_t)m + (size_t)mb) * ACT_COUNT;
+          if (cnt[k + ACT_B] || cnt[k + ACT_W]) continue;
+          Action need = {cnt[k + ACT_I] ? ACT_W : ACT_B, a.stage, mb};
+          fail(R, "rank %d, step %d (%s): comes before %s, whose gradients it reduces", r, i + 1, fmt_act(a, b1), fmt_act(need, b2));
+        }
+        continue;
+      }
       if (a.mb < 0 || a.mb >= m) {
         fail(R, "rank %d, step %d (%s): there is no microbatch %d; microbatches are 0 to %d", r, i + 1, fmt_act(a, b1), a.mb, m - 1);
         break;
@@ -105,6 +119,7 @@ static void check_static(Sim *X) {
       }
     }
   }
+  free(has_bwd);
   /* counts per stage; sends matched by receives */
   int any_bwd = 0;
   for (size_t k = 0; k < n; k++) any_bwd |= cnt[k * ACT_COUNT + ACT_B] | cnt[k * ACT_COUNT + ACT_I];

@@ -4,7 +4,8 @@
  * in flight and GPipe m; interleaved with v chunks equals
  * (p-1)/(v*m+p-1) (m a multiple of p); ZB1P is below 1F1B with 1F1B's
  * memory; ZBV and Looped BFS are valid; broken schedules (B before F, a
- * missing receive, a cyclic wait, an unmatched send) are rejected with the
+ * missing receive, a cyclic wait, an unmatched send, a REDUCE_GRAD before
+ * the last W) are rejected with the
  * failing rank and step named. GPipe, 1F1B, ZB1P and forward-only also run
  * on rendezvous sends (NCCL's, each run of sends and receives one group),
  * and hand-made schedules that would not are told apart. */
@@ -132,6 +133,8 @@ static void broken(void) {
   expect_error("count", 2, 2, 2, missing_mb, "stage 0 never runs the forward of microbatch 1 (0F1)");
   const char *wrong_rank[] = {"0F0 1F0 0B0", "1B0"};
   expect_error("wrong rank", 2, 2, 1, wrong_rank, "rank 0, step 2 (1F0): stage 1 runs on rank 1, not on rank 0");
+  const char *early_reduce[] = {"0F0 0F1 0I0 0W0 0I1 0REDUCE_GRAD 0W1"};
+  expect_error("REDUCE_GRAD before the last W", 1, 1, 2, early_reduce, "rank 0, step 6 (0REDUCE_GRAD): comes before 0W1, whose gradients it reduces");
   const char *w_before_i[] = {"0F0 0W0 0I0"};
   expect_error("W before I", 1, 1, 1, w_before_i, "rank 0, step 2 (0W0): comes before 0I0");
 }
