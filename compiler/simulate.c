@@ -165,7 +165,7 @@ SimResult schedule_simulate(const Schedule *s, const StageCost *costs, double co
   for (int r = 0; r < p; r++)
     for (int i = 0; i < s->rank[r].n; i++) {
       int k = s->rank[r].a[i].kind;
-      X.lowered |= k == ACT_SEND_F || k == ACT_RECV_F || k == ACT_SEND_B || k == ACT_RECV_B;
+      X.lowered |= action_is_p2p(k);
     }
   R.busy = calloc((size_t)p, sizeof(double));
   R.bubble = calloc((size_t)p, sizeof(double));
@@ -322,8 +322,6 @@ void sim_result_free(SimResult *r) {
 
 /* ---- rendezvous: the lowered schedule on NCCL's point-to-point ---- */
 
-static int is_p2p(int k) { return k == ACT_SEND_F || k == ACT_RECV_F || k == ACT_SEND_B || k == ACT_RECV_B; }
-
 /* the rank and action that a send or receive pairs with */
 static Action p2p_peer(const Schedule *s, Action a, int *peer_rank) {
   int bwd = a.kind == ACT_SEND_B || a.kind == ACT_RECV_B, send = a.kind == ACT_SEND_F || a.kind == ACT_SEND_B;
@@ -342,7 +340,7 @@ int schedule_rendezvous(const Schedule *s, char *why, size_t whylen) {
     int n = s->rank[r].n;
     at[r] = malloc(sizeof(int) * (size_t)(n + 1)), gstart[r] = malloc(sizeof(int) * (size_t)(n + 1));
     for (int i = 0; i < n; i++) /* a run of consecutive sends and receives is one group */
-      gstart[r][i] = is_p2p(s->rank[r].a[i].kind) ? (i && is_p2p(s->rank[r].a[i - 1].kind) ? gstart[r][i - 1] : i) : -1;
+      gstart[r][i] = action_is_p2p(s->rank[r].a[i].kind) ? (i && action_is_p2p(s->rank[r].a[i - 1].kind) ? gstart[r][i - 1] : i) : -1;
   }
   /* where each send's receive is (by kind, stage and microbatch); NCCL pairs
      the operations between two ranks in the order they are issued (it has no
@@ -354,14 +352,14 @@ int schedule_rendezvous(const Schedule *s, char *why, size_t whylen) {
   for (int r = 0; r < p; r++)
     for (int i = 0; i < s->rank[r].n; i++) {
       Action a = s->rank[r].a[i];
-      if (is_p2p(a.kind) && a.stage >= 0 && a.stage < s->nstages && a.mb >= 0 && a.mb < s->nmb) where[KEY(a)] = i;
+      if (action_is_p2p(a.kind) && a.stage >= 0 && a.stage < s->nstages && a.mb >= 0 && a.mb < s->nmb) where[KEY(a)] = i;
     }
   for (int r = 0; r < p && ok; r++) {
     for (int k = 0; k < 4 * p; k++) last[k] = -1;
     for (int i = 0; i < s->rank[r].n && ok; i++) {
       Action a = s->rank[r].a[i];
       at[r][i] = -1;
-      if (!is_p2p(a.kind)) continue;
+      if (!action_is_p2p(a.kind)) continue;
       int q, send = a.kind == ACT_SEND_F || a.kind == ACT_SEND_B;
       Action b = p2p_peer(s, a, &q);
       if (q >= 0 && b.mb >= 0 && b.mb < s->nmb) at[r][i] = where[KEY(b)];
@@ -393,7 +391,7 @@ int schedule_rendezvous(const Schedule *s, char *why, size_t whylen) {
           int other = r == tied_a ? tied_b : tied_a;
           tied_at[r] = i;
           if (other != r && (tied_at[other] < 0 || pc[other] < tied_at[other])) break;
-        } else if (is_p2p(a.kind)) {
+        } else if (action_is_p2p(a.kind)) {
           int end = i, ready = 1;
           while (end < s->rank[r].n && gstart[r][end] == i) end++;
           for (int j = i; j < end && ready; j++) {
@@ -412,7 +410,7 @@ int schedule_rendezvous(const Schedule *s, char *why, size_t whylen) {
     if (pc[r] < s->rank[r].n) {
       Action a = s->rank[r].a[pc[r]];
       snprintf(why, whylen, "rank %d would wait forever at step %d (%s)", r, pc[r] + 1, fmt_act(a, b1));
-      if (is_p2p(a.kind))
+      if (action_is_p2p(a.kind))
         for (int j = pc[r]; j < s->rank[r].n && gstart[r][j] == pc[r]; j++) {
           int q;
           Action b = p2p_peer(s, s->rank[r].a[j], &q);

@@ -717,18 +717,6 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     for (int k = 0; k < 2; k++)
       if (ps[k] >= 0 && redpos[st] > key[ps[k]]) key[ps[k]] = redpos[st];
   }
-  int64_t pf = 0;
-  for (int64_t want = 0, more = 1; more; want++) { /* in key order, then graph order */
-    more = 0;
-    int64_t next = -1;
-    for (int q = 0; q < g->nparam; q++)
-      if (key[q] >= want && (next < 0 || key[q] < next)) next = key[q];
-    if (next < 0) break;
-    for (int q = 0; q < g->nparam; q++)
-      if (key[q] == next) G->poff[q] = pf, pf += psize(&g->param[q]);
-    want = next, more = 1;
-  }
-  sp->param_floats = pf;
   /* Gradient buckets, for the dp all-reduce to start inside the backward:
      the runs of parameters in arena order with the same REDUCE_GRAD and the
      same top-level module (a layer). Each backward op that writes a
@@ -736,29 +724,36 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
      final at the last of its calls of the step (calls per microbatch x
      microbatches: the manifest's count), where the runtime starts its
      all-reduce on NCCL. */
+  int *top = NULL;
   if (p->dp > 1 && !templates && p->has_train) {
     G->bucket_of = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
     G->bucket_calls = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
     G->bucket_lo = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nparam + 1));
     G->bucket_hi = arena_alloc(a, sizeof(int64_t) * (size_t)(g->nparam + 1));
-    int *top = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
+    top = arena_alloc(a, sizeof(int) * (size_t)(g->nparam + 1));
     for (int q = 0; q < g->nparam; q++) G->bucket_of[q] = -1, top[q] = -1;
     for (int i = 0; i < g->nop; i++) /* a parameter's module: its first op's, in graph order */
       for (int k = 0; k < 2; k++) {
         int q = k ? g->op[i].bias : g->op[i].weight;
         if (q >= 0 && top[q] < 0) top[q] = g->op[i].top;
       }
-    for (int64_t at = 0, prev = -1; at < pf;) { /* parameters in arena order */
-      int q = -1;
-      for (int e = 0; e < g->nparam && q < 0; e++)
-        if (G->poff[e] == at) q = e;
-      if (q < 0) return fail(G, "no parameter at offset %lld of pipeline %d rank %d (internal)", (long long)at, pipeline, pp_rank), NULL;
-      if (prev < 0 || key[q] != key[prev] || top[q] != top[prev]) G->bucket_lo[G->nbuckets] = at, G->bucket_calls[G->nbuckets++] = 0;
-      G->bucket_of[q] = G->nbuckets - 1;
-      at += psize(&g->param[q]);
-      G->bucket_hi[G->nbuckets - 1] = at, prev = q;
-    }
   }
+  int64_t pf = 0;
+  for (int64_t want = 0, more = 1, prev = -1; more; want++) { /* in key order, then graph order: the arena's */
+    more = 0;
+    int64_t next = -1;
+    for (int q = 0; q < g->nparam; q++)
+      if (key[q] >= want && (next < 0 || key[q] < next)) next = key[q];
+    if (next < 0) break;
+    for (int q = 0; q < g->nparam; q++) {
+      if (key[q] != next) continue;
+      if (top && (prev < 0 || key[q] != key[prev] || top[q] != top[prev])) G->bucket_lo[G->nbuckets] = pf, G->bucket_calls[G->nbuckets++] = 0;
+      G->poff[q] = pf, pf += psize(&g->param[q]);
+      if (top) G->bucket_of[q] = G->nbuckets - 1, G->bucket_hi[G->nbuckets - 1] = pf, prev = q;
+    }
+    want = next, more = 1;
+  }
+  sp->param_floats = pf;
   char **grp = arena_alloc(a, sizeof(char *) * (size_t)(g->nparam + 1));
   for (int q = 0; templates && q < g->nparam; q++)
     if (G->poff[q] >= 0) grp[q] = reduce_group(G, q);
@@ -909,7 +904,6 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
      queues carry them (the runtime says which, from the manifest) */
   char p2p_why[400];
   int p2p = schedule_rendezvous(s, p2p_why, sizeof p2p_why);
-#define IS_P2P(k) ((k) == ACT_SEND_F || (k) == ACT_RECV_F || (k) == ACT_SEND_B || (k) == ACT_RECV_B)
   for (int k = 0; k < ra->n && train; k++) {
     Action x = ra->a[k];
     Chunk *c = x.stage >= 0 && mine[x.stage] >= 0 ? &ch[mine[x.stage]] : NULL;
@@ -940,13 +934,13 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       int nt = x.kind == ACT_SEND_F ? c->nsf : x.kind == ACT_RECV_F ? c->nrf : x.kind == ACT_SEND_B ? c->nsb : c->nrb;
       int peer_stage = x.stage + (bwd ? -1 : 1) * (send ? 1 : -1);
       int receiver = send ? peer_stage : x.stage;
-      if (p2p && (k == 0 || !IS_P2P(ra->a[k - 1].kind))) cl = call(G, step, "prt_pp_group", "ci", "send/receive group"), Actx(cl), Ai(cl, 1);
+      if (p2p && (k == 0 || !action_is_p2p(ra->a[k - 1].kind))) cl = call(G, step, "prt_pp_group", "ci", "send/receive group"), Actx(cl), Ai(cl, 1);
       for (int q = 0; q < nt; q++) {
         cl = call(G, step, send ? "prt_pp_send" : "prt_pp_recv", "ciipl", send ? "send" : "receive");
         Actx(cl), Ai(cl, s->stage_rank[peer_stage]), Ai(cl, msg_tag(bwd, receiver, x.mb, q));
         A(cl, 'p', SB_ARENA, TENSOR(ts[q]), 0), Al(cl, tbytes(G, ts[q]));
       }
-      if (p2p && (k + 1 == ra->n || !IS_P2P(ra->a[k + 1].kind))) cl = call(G, step, "prt_pp_group", "ci", "send/receive group"), Actx(cl), Ai(cl, 0);
+      if (p2p && (k + 1 == ra->n || !action_is_p2p(ra->a[k + 1].kind))) cl = call(G, step, "prt_pp_group", "ci", "send/receive group"), Actx(cl), Ai(cl, 0);
       break;
     }
     case ACT_REDUCE_GRAD: {
@@ -998,7 +992,6 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
       break;
     }
 #undef TENSOR
-#undef IS_P2P
   }
 
   if (train) lower_eval(G, ch, nc, nmb);
@@ -1014,11 +1007,7 @@ StageProgram *stage_lower(Arena *a, const Program *p, const OpGraph *g, int pipe
     bprintf(&m, "bucket %d %lld %lld %lld\n", b, (long long)G->bucket_lo[b], (long long)(G->bucket_hi[b] - G->bucket_lo[b]),
             (long long)G->bucket_calls[b] * nmb);
   if (p2p) bprintf(&m, "p2p nccl\n");
-  else {
-    for (char *q = p2p_why; *q; q++) /* one line */
-      if (*q == '\n') *q = ' ';
-    bprintf(&m, "p2p host %s\n", p2p_why);
-  }
+  else bprintf(&m, "p2p host %s\n", p2p_why); /* one line: schedule_rendezvous writes none */
   int64_t vocab = 0; /* the rows of the embedding that reads the token ids: the data's range */
   for (int i = 0; i < g->nfwd; i++)
     if (g->op[i].kind == OP_EMBEDDING && g->op[i].in[0] == g->tokens && g->op[i].weight >= 0) vocab = g->param[g->op[i].weight].full_rows;

@@ -10,6 +10,8 @@
 const char *const act_names[ACT_COUNT] = {"F", "B", "I", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B",
                                           "REDUCE_GRAD", "TIED_ALLREDUCE", "STEP"};
 
+int action_is_p2p(int kind) { return kind == ACT_SEND_F || kind == ACT_RECV_F || kind == ACT_SEND_B || kind == ACT_RECV_B; }
+
 void placement_fill(int *stage_rank, int nranks, int nstages, StagePlacement how) {
   for (int s = 0; s < nstages; s++) {
     if (how == PLACE_V) {

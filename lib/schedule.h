@@ -65,6 +65,9 @@ Schedule *schedule_new(int nranks, int nstages, int nmb, const int *stage_rank);
 void schedule_free(Schedule *s);
 void schedule_push(Schedule *s, int rank, Action a);
 
+/* SEND_F, RECV_F, SEND_B or RECV_B: a message between pipeline neighbours */
+int action_is_p2p(int kind);
+
 /* "0F1", "1SEND_F1", "STEP". Returns the length written (snprintf-like). */
 int action_format(char *buf, size_t n, Action a);
 /* Parses one action; returns 0 on success, -1 if `text` is not an action. */

@@ -131,7 +131,7 @@ static void parse_manifest(PrtCtx *c, const char *text) {
       }
     } else if (!strcmp(key, "p2p")) {
       c->p2p_nccl = !strcmp(line, "p2p nccl");
-      if (!c->p2p_nccl) snprintf(c->p2p_why, sizeof c->p2p_why, "%s", line + strlen("p2p host") + (strlen(line) > 8));
+      if (!strncmp(line, "p2p host ", 9)) snprintf(c->p2p_why, sizeof c->p2p_why, "%s", line + 9);
     }
     else if (!strcmp(key, "checkpoint"))
       bad |= sscanf(line, "checkpoint every %" SCNd64 " keep %" SCNd64, &c->save_every, &c->keep) != 2;
@@ -282,43 +282,40 @@ void prt_pp_recv(void *ctx, int pp_peer, int tag, void *buf, long bytes) {
   prt_recv(c->comm, prt_world_rank(c, c->pipeline, pp_peer, c->tp_rank), (uint32_t)tag, dst, (size_t)bytes);
   if (c->dev) dev_out(c, buf, dst, (size_t)bytes, "pipeline receive");
 }
-/* A stage's gradients are final at its REDUCE_GRAD: on NCCL their
-   all-reduce starts on the communication stream and the compute stream goes
-   on (the rank's other chunks' backward) until something reads gradients. */
+/* On NCCL each gradient bucket's all-reduce starts on the communication
+   stream at the bucket's last write (prt_grad_ready) and the compute stream
+   goes on with the backward; whatever reads gradients joins the streams first. */
 static void grads_join(PrtCtx *c) {
   if (c->grads_pending) prt_nccl_join(c->nccl_dp, "data-parallel gradient all-reduce");
   c->grads_pending = 0;
 }
-static void dp_start(PrtCtx *c, float *grads, long n, const char *what) {
+static void bucket_start(PrtCtx *c, int b) {
+  struct RtBucket *x = &c->buckets[b];
   char w[320];
-  snprintf(w, sizeof w, "%s stage %d: data-parallel gradient all-reduce, %s, %ld floats", c->model, c->stage, what, n);
-  prt_nccl_allreduce_start(c->nccl_dp, (uint64_t)(uintptr_t)grads, (size_t)n, w);
-  c->grads_pending = 1;
+  snprintf(w, sizeof w, "%s stage %d: data-parallel gradient all-reduce, bucket %d, %lld floats", c->model, c->stage, b, (long long)x->n);
+  prt_nccl_allreduce_start(c->nccl_dp, (uint64_t)(uintptr_t)((float *)(c->darena + c->grads_off) + x->lo), (size_t)x->n, w);
+  x->started = 1, c->grads_pending = 1;
 }
 /* the backward wrote gradients of bucket b: at its last write of the step,
    its all-reduce starts (on NCCL; elsewhere REDUCE_GRAD does them all) */
 void prt_grad_ready(void *ctx, int b) {
   PrtCtx *c = ctx;
   if (!c->nccl_dp || !c->dev || b < 0 || b >= c->nbuckets) return;
-  struct RtBucket *x = &c->buckets[b];
-  if (++x->got != x->want) return;
-  char what[48];
-  snprintf(what, sizeof what, "bucket %d", b);
-  dp_start(c, (float *)(c->darena + c->grads_off) + x->lo, (long)x->n, what);
-  x->started = 1;
+  if (++c->buckets[b].got == c->buckets[b].want) bucket_start(c, b);
 }
+/* On NCCL the buckets (the compiler cuts every dp > 1 stage's gradients
+   into them) have all started by REDUCE_GRAD, but those without writes; one
+   that has not saw fewer writes than compiled. */
 void prt_dp_allreduce(void *ctx, float *grads, long n) {
   PrtCtx *c = ctx;
   if (c->dp <= 1) return;
   if (!c->dev || !c->nccl_dp) return allreduce_sum(c, c->dp_group, c->nccl_dp, grads, n, "data-parallel gradient all-reduce");
-  if (!c->nbuckets) return dp_start(c, grads, n, "a stage's gradients");
-  /* the stage's buckets have all started; one that has not saw fewer writes than compiled */
   int64_t lo = (int64_t)(grads - (float *)(c->darena + c->grads_off));
   for (int b = 0; b < c->nbuckets; b++) {
     struct RtBucket *x = &c->buckets[b];
     if (x->lo < lo || x->lo + x->n > lo + n || x->started) continue;
     if (x->want) prt_die(c, "internal error: gradient bucket %d saw %lld of its %lld writes by the end of the stage's backward", b, (long long)x->got, (long long)x->want);
-    dp_start(c, (float *)(c->darena + c->grads_off) + x->lo, (long)x->n, "a bucket without writes"), x->started = 1;
+    bucket_start(c, b);
   }
 }
 /* templates: the gradients of parameters param.. (n floats) summed over every rank holding them */

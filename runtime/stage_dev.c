@@ -110,11 +110,11 @@ void prt_dev_start(PrtCtx *c, const char *prefix, int gen) {
   if (me == 0) {
     fprintf(stderr, "pipec: rank 0: %s; the stage programs %s on the GPU", why, gen ? "generate" : "run");
     if (nccl && c->world == 1) fprintf(stderr, ", NCCL communicator of 1 rank");
-    else if (nccl && c->pp > 1 && c->p2p_nccl && !gen) fprintf(stderr, ", NCCL for all-reduces and the pipeline's sends and receives");
+    else if (nccl && c->pp > 1 && gen) fprintf(stderr, ", NCCL for all-reduces; the pipeline's sends and receives through the host transport (generation)");
+    else if (nccl && c->pp > 1 && c->p2p_nccl) fprintf(stderr, ", NCCL for all-reduces and the pipeline's sends and receives");
     else if (nccl && c->pp > 1)
-      fprintf(stderr, ", NCCL for all-reduces; the pipeline's sends and receives through the host transport (%s%s)",
-              gen ? "generation" : c->p2p_why[0] ? "on NCCL's rendezvous sends this schedule would wait forever: " : "",
-              gen ? "" : c->p2p_why[0] ? c->p2p_why : "this stage program predates them on NCCL");
+      fprintf(stderr, ", NCCL for all-reduces; the pipeline's sends and receives through the host transport (on NCCL's rendezvous sends this schedule would wait forever: %s)",
+              c->p2p_why);
     else if (nccl) fprintf(stderr, ", NCCL for all-reduces");
     else if (c->world > 1) fprintf(stderr, ", communicating through the host transport (ranks share a GPU, which NCCL refuses)");
     fprintf(stderr, "\n");
